@@ -1,0 +1,82 @@
+"""A framed trio connection: batched receive, coalesced non-blocking send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from client.wire.frames import DEFAULT_MAX_FRAME, FrameDecoder
+
+_RECEIVE_BYTES = 256 * 1024
+
+
+class FramedConnection:
+    """Owns one trio stream. ``send`` queues a frame and never blocks; the
+    ``writer`` task joins everything queued into one ``send_all`` so that many
+    pipelined responses cost one system call. ``receive`` returns all messages
+    completed by one read (an empty list means the peer closed)."""
+
+    def __init__(self, stream: trio.abc.Stream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder(max_frame)
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._wake = trio.lowlevel.ParkingLot()
+        self._drained = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued for the writer and not yet handed to the kernel."""
+        return self._out_bytes
+
+    async def receive(self) -> list[Any]:
+        """Messages from the next read; ``[]`` at end of stream. Raises ProtocolError."""
+        while True:
+            data = await self.stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                return []
+            messages = self.decoder.feed(data)
+            if messages:
+                return messages
+
+    def send(self, frame: bytes) -> None:
+        if self._closed:
+            return
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        self._wake.unpark()
+
+    async def wait_drained(self) -> None:
+        """Wait until every queued frame has been written (or the connection closed)."""
+        while self._out and not self._closed:
+            await self._drained.park()
+
+    async def writer(self) -> None:
+        """Run in a nursery for the connection's lifetime; returns when closed."""
+        try:
+            while not self._closed:
+                if not self._out:
+                    await self._wake.park()
+                    continue
+                out = self._out
+                self._out = []
+                self._out_bytes = 0
+                data = out[0] if len(out) == 1 else b"".join(out)
+                await self.stream.send_all(data)
+                if not self._out:
+                    self._drained.unpark_all()
+        finally:
+            self._closed = True
+            self._drained.unpark_all()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._wake.unpark_all()
+        self._drained.unpark_all()
+        await self.stream.aclose()
