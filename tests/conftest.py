@@ -16,7 +16,9 @@ def start_coordinator(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(*extra: str, data_dir: Path | None = None, port: int = 0) -> ServerProcess:
-        proc = ServerProcess(coordinator_argv(data_dir or tmp_path / "coordinator", *extra, port=port))
+        proc = ServerProcess(
+            coordinator_argv(data_dir or tmp_path / "coordinator", *extra, port=port)
+        )
         started.append(proc.start())
         return proc
 

@@ -22,8 +22,14 @@ class ServerProcess:
     pipe never fills up.
     """
 
-    def __init__(self, argv: Sequence[str], *, cwd: Path | None = None,
-                 env: dict[str, str] | None = None, ready: re.Pattern[str] = READY) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        ready: re.Pattern[str] = READY,
+    ) -> None:
         self.argv = list(argv)
         self.cwd = cwd
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -46,8 +52,13 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1,
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
@@ -100,5 +111,16 @@ class ServerProcess:
 
 
 def coordinator_argv(data_dir: Path, *extra: str, port: int = 0) -> list[str]:
-    return [sys.executable, "-m", "coordinator", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--data-dir", str(data_dir), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "coordinator",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]

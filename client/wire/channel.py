@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -68,20 +68,23 @@ class RpcChannel:
     async def run(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop)
-                await self._read_loop()
-                nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._fail_all(ConnectionLostError(f"connection lost: {exc}"))
-        except ProtocolError as exc:
-            self._fail_all(ConnectionLostError(f"protocol error from server: {exc}"))
+                nursery.start_soon(self._guard, self.conn.writer, nursery.cancel_scope)
+                await self._guard(self._read_loop, nursery.cancel_scope)
         finally:
             self._fail_all(ConnectionLostError("connection closed"))
             with trio.CancelScope(shield=True):
                 await self.conn.aclose()
 
-    async def _write_loop(self) -> None:
-        await self.conn.writer()
+    async def _guard(self, loop: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+        """Run one side of the connection; whichever side ends first ends both."""
+        try:
+            await loop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail_all(ConnectionLostError(f"connection lost: {exc!r}"))
+        except ProtocolError as exc:
+            self._fail_all(ConnectionLostError(f"protocol error from server: {exc}"))
+        finally:
+            scope.cancel()
 
     async def _read_loop(self) -> None:
         pending = self._pending

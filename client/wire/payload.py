@@ -48,8 +48,9 @@ class Payload:
             raise InvalidRequestError(f"field {key!r} must be bytes or nil")
         return value
 
-    def integer(self, key: str, default: Any = _MISSING, *, lo: int | None = None,
-            hi: int | None = None) -> int:
+    def integer(
+        self, key: str, default: Any = _MISSING, *, lo: int | None = None, hi: int | None = None
+    ) -> int:
         value = self._get(key, default)
         if type(value) is not int:
             raise InvalidRequestError(f"field {key!r} must be an integer")
