@@ -126,6 +126,12 @@ class RpcChannel:
         self.conn.send(encode_request(api, version, xid, payload))
         return slot
 
+    def send_oneway(self, api: int, version: int, payload: Any) -> None:
+        """Queue a request that wants no response (xid 0), e.g. a produce with acks=0."""
+        if self._lost is not None:
+            raise ConnectionLostError(str(self._lost))
+        self.conn.send(encode_request(api, version, 0, payload))
+
     async def call(self, api: int, version: int, payload: Any) -> Any:
         """Send one request and wait for its response payload; raises ServerError subclasses."""
         slot = self.send(api, version, payload)

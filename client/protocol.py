@@ -1,0 +1,326 @@
+"""The broker's wire contract: api keys, payload shapes and error codes.
+
+Every request is ``[api, version, xid, payload]`` with ``payload`` a msgpack map
+(client.wire). Api keys are Kafka's where Kafka has the api; every api starts at
+version 0. Record data travels as ``bytes`` holding one or more record batches
+(client.records) — the broker never decodes records on produce or fetch.
+
+Errors: the envelope's error code is for request-level failures (unknown api,
+bad version, malformed payload). Per-partition and per-topic outcomes carry
+their own ``error_code`` (0 = none) and ``error_message`` fields, as in Kafka.
+Broker error codes are ``100 + Kafka's code`` so a Kafka user can map them.
+
+Request payload -> response payload, per api:
+
+PRODUCE (0)        {acks: 0 | 1 | -1, timeout_ms, producer_id (-1 if none),
+                    topics: [{topic, partitions: [{partition, records: bytes}]}]}
+                   -> {topics: [{topic, partitions: [{partition, error_code,
+                       error_message, base_offset, log_append_time_ms,
+                       log_start_offset}]}]}
+                   With acks 0 the client sends xid 0 and the broker sends no
+                   response at all (Kafka's fire-and-forget).
+FETCH (1)          {replica_id: -1 (consumer) | broker id, max_wait_ms, min_bytes,
+                    max_bytes, topics: [{topic, partitions: [{partition,
+                    fetch_offset, partition_max_bytes, current_leader_epoch (-1)}]}]}
+                   -> {topics: [{topic, partitions: [{partition, error_code,
+                       error_message, high_watermark, log_start_offset,
+                       records: bytes}]}]}
+                   Long-poll: answered as soon as min_bytes are available or
+                   max_wait_ms has passed. Consumers read below the high watermark.
+LIST_OFFSETS (2)   {topics: [{topic, partitions: [{partition, timestamp}]}]}
+                   timestamp -1 = latest (log end), -2 = earliest (log start),
+                   otherwise the first offset whose batch max timestamp >= it
+                   -> {topics: [{topic, partitions: [{partition, error_code,
+                       error_message, offset (-1 if none), timestamp}]}]}
+METADATA (3)       {topics: [name] | nil (all), allow_auto_topic_creation: bool}
+                   -> {cluster_id, controller_id, brokers: [{node_id, host, port,
+                       rack}], topics: [{name, error_code, error_message,
+                       internal, partitions: [{partition, error_code, leader,
+                       leader_epoch, replicas, isr}]}]}
+API_VERSIONS (18)  {} -> {api_versions: [[api, min_version, max_version]]}
+CREATE_TOPICS (19) {topics: [{name, num_partitions (-1 = broker default),
+                    replication_factor (-1 = default), configs: {str: str}}],
+                    timeout_ms, validate_only: bool}
+                   -> {topics: [{name, error_code, error_message}]}
+DELETE_TOPICS (20) {topics: [name], timeout_ms}
+                   -> {topics: [{name, error_code, error_message}]}
+INIT_PRODUCER_ID (22) {transactional_id: nil, producer_id: -1, producer_epoch: -1}
+                   -> {producer_id, producer_epoch}
+                   An existing (producer_id, producer_epoch) asks for an epoch bump.
+DESCRIBE_CONFIGS (32) {topics: [name]}
+                   -> {topics: [{name, error_code, error_message,
+                       configs: [{name, value, is_default, read_only, doc}]}]}
+ALTER_CONFIGS (33) {topics: [{name, set: {str: str}, delete: [str]}], validate_only}
+                   -> {topics: [{name, error_code, error_message}]}
+                   (incremental, as Kafka's IncrementalAlterConfigs)
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+from client.wire import ErrorTable, ServerError
+
+
+class ApiKey(IntEnum):
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    INIT_PRODUCER_ID = 22
+    DESCRIBE_CONFIGS = 32
+    ALTER_CONFIGS = 33
+
+
+# Highest version of each api this code speaks.
+API_VERSIONS: dict[int, int] = {int(api): 0 for api in ApiKey}
+
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+CONSUMER_REPLICA_ID = -1
+
+ERRORS = ErrorTable("broker")
+
+
+class BrokerError(ServerError):
+    """Base of the broker's own error codes (100 + Kafka's code)."""
+
+    kafka_code: ClassVar[int] = -1
+
+
+@ERRORS.register
+class OffsetOutOfRangeError(BrokerError):
+    """The offset is below the log start or above the log end."""
+
+    code = 101
+    kafka_code = 1
+    name = "OFFSET_OUT_OF_RANGE"
+
+
+@ERRORS.register
+class CorruptMessageError(BrokerError):
+    """A batch failed its CRC or header validation."""
+
+    code = 102
+    kafka_code = 2
+    name = "CORRUPT_MESSAGE"
+
+
+@ERRORS.register
+class UnknownTopicOrPartitionError(BrokerError):
+    """No such topic or partition on this broker."""
+
+    code = 103
+    kafka_code = 3
+    name = "UNKNOWN_TOPIC_OR_PARTITION"
+    retriable = True
+
+
+@ERRORS.register
+class LeaderNotAvailableError(BrokerError):
+    """The partition has no leader right now (election under way)."""
+
+    code = 105
+    kafka_code = 5
+    name = "LEADER_NOT_AVAILABLE"
+    retriable = True
+
+
+@ERRORS.register
+class NotLeaderOrFollowerError(BrokerError):
+    """This broker does not lead the partition; refresh metadata."""
+
+    code = 106
+    kafka_code = 6
+    name = "NOT_LEADER_OR_FOLLOWER"
+    retriable = True
+
+
+@ERRORS.register
+class MessageTooLargeError(BrokerError):
+    """A batch larger than the topic's max.message.bytes."""
+
+    code = 110
+    kafka_code = 10
+    name = "MESSAGE_TOO_LARGE"
+
+
+@ERRORS.register
+class InvalidTopicError(BrokerError):
+    """A topic name that breaks the naming rules."""
+
+    code = 117
+    kafka_code = 17
+    name = "INVALID_TOPIC_EXCEPTION"
+
+
+@ERRORS.register
+class RecordListTooLargeError(BrokerError):
+    """A produce request larger than the broker accepts."""
+
+    code = 118
+    kafka_code = 18
+    name = "RECORD_LIST_TOO_LARGE"
+
+
+@ERRORS.register
+class NotEnoughReplicasError(BrokerError):
+    """The ISR is smaller than min.insync.replicas."""
+
+    code = 119
+    kafka_code = 19
+    name = "NOT_ENOUGH_REPLICAS"
+    retriable = True
+
+
+@ERRORS.register
+class NotEnoughReplicasAfterAppendError(BrokerError):
+    """Written to the leader, but the ISR shrank below min.insync.replicas."""
+
+    code = 120
+    kafka_code = 20
+    name = "NOT_ENOUGH_REPLICAS_AFTER_APPEND"
+    retriable = True
+
+
+@ERRORS.register
+class InvalidRequiredAcksError(BrokerError):
+    """acks must be 0, 1 or -1."""
+
+    code = 121
+    kafka_code = 21
+    name = "INVALID_REQUIRED_ACKS"
+
+
+@ERRORS.register
+class InvalidTimestampError(BrokerError):
+    """A timestamp out of range."""
+
+    code = 132
+    kafka_code = 32
+    name = "INVALID_TIMESTAMP"
+
+
+@ERRORS.register
+class TopicAlreadyExistsError(BrokerError):
+    """The topic exists already."""
+
+    code = 136
+    kafka_code = 36
+    name = "TOPIC_ALREADY_EXISTS"
+
+
+@ERRORS.register
+class InvalidPartitionsError(BrokerError):
+    """A bad partition count."""
+
+    code = 137
+    kafka_code = 37
+    name = "INVALID_PARTITIONS"
+
+
+@ERRORS.register
+class InvalidReplicationFactorError(BrokerError):
+    """A bad replication factor."""
+
+    code = 138
+    kafka_code = 38
+    name = "INVALID_REPLICATION_FACTOR"
+
+
+@ERRORS.register
+class NotControllerError(BrokerError):
+    """This broker is not the controller."""
+
+    code = 141
+    kafka_code = 41
+    name = "NOT_CONTROLLER"
+    retriable = True
+
+
+@ERRORS.register
+class InvalidConfigError(BrokerError):
+    """An unknown or invalid config value."""
+
+    code = 140
+    kafka_code = 40
+    name = "INVALID_CONFIG"
+
+
+@ERRORS.register
+class OutOfOrderSequenceError(BrokerError):
+    """An idempotent producer's batch skipped a sequence number."""
+
+    code = 145
+    kafka_code = 45
+    name = "OUT_OF_ORDER_SEQUENCE_NUMBER"
+
+
+@ERRORS.register
+class DuplicateSequenceError(BrokerError):
+    """A duplicate batch older than the five the broker remembers."""
+
+    code = 146
+    kafka_code = 46
+    name = "DUPLICATE_SEQUENCE_NUMBER"
+
+
+@ERRORS.register
+class InvalidProducerEpochError(BrokerError):
+    """A producer epoch older than the current one (a zombie)."""
+
+    code = 147
+    kafka_code = 47
+    name = "INVALID_PRODUCER_EPOCH"
+
+
+@ERRORS.register
+class KafkaStorageError(BrokerError):
+    """The broker's disk failed."""
+
+    code = 156
+    kafka_code = 56
+    name = "KAFKA_STORAGE_ERROR"
+    retriable = True
+
+
+@ERRORS.register
+class UnknownProducerIdError(BrokerError):
+    """The broker has no state for this producer id."""
+
+    code = 159
+    kafka_code = 59
+    name = "UNKNOWN_PRODUCER_ID"
+
+
+@ERRORS.register
+class FencedLeaderEpochError(BrokerError):
+    """The request's leader epoch is older than the broker's."""
+
+    code = 174
+    kafka_code = 74
+    name = "FENCED_LEADER_EPOCH"
+    retriable = True
+
+
+@ERRORS.register
+class UnknownLeaderEpochError(BrokerError):
+    """The request's leader epoch is newer than the broker's."""
+
+    code = 175
+    kafka_code = 75
+    name = "UNKNOWN_LEADER_EPOCH"
+    retriable = True
+
+
+@ERRORS.register
+class UnsupportedCompressionTypeError(BrokerError):
+    """The broker cannot read this compression codec."""
+
+    code = 176
+    kafka_code = 76
+    name = "UNSUPPORTED_COMPRESSION_TYPE"
