@@ -4,7 +4,9 @@ A batch is a 61-byte big-endian header modelled on Kafka's v2 record batch,
 followed by a body: a msgpack array of records ``[timestamp_delta, key, value,
 headers]``, optionally compressed. The CRC covers everything from
 ``attributes`` to the end of the batch, so the broker can stamp
-``base_offset`` and ``partition_leader_epoch`` without recomputing it.
+``base_offset`` and ``partition_leader_epoch`` without recomputing it. The
+CRC is CRC-32C (Castagnoli), as in Kafka's v2 batches: hardware-accelerated by
+the ``crc32c`` package, about ten times faster than ``zlib.crc32`` on 64 KiB.
 
 Validation (``validate_batch`` / ``walk_batches``) checks lengths, magic and
 CRC without decoding records; ``decode_batch`` additionally decodes the body and
@@ -21,6 +23,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import msgpack
+from crc32c import crc32c as _crc32c
+
+# CRC-32C of a batch's attributes-to-end: batch_crc(data, running_value=0) -> int
+batch_crc = _crc32c
 
 MAGIC = 2
 HEADER_SIZE = 61
@@ -63,7 +69,6 @@ _PREFIX_STRUCT = struct.Struct(">qiib")
 _CRC_STRUCT = struct.Struct(">I")
 _STAMP_STRUCT = struct.Struct(">qii")
 _LENGTH_STRUCT = struct.Struct(">qi")
-
 
 
 class CorruptRecordError(ValueError):
@@ -247,7 +252,7 @@ def encode_batch_raw(
         base_sequence,
         count,
     )
-    crc = zlib.crc32(body, zlib.crc32(tail))
+    crc = batch_crc(body, batch_crc(tail))
     prefix = _PREFIX_STRUCT.pack(
         base_offset, HEADER_SIZE - LOG_OVERHEAD + len(body), partition_leader_epoch, MAGIC
     )
@@ -269,9 +274,7 @@ def encode_batch(
         raise ValueError("a batch needs at least one record")
     base_ts = records[0].timestamp
     max_ts = max(r.timestamp for r in records)
-    body = [
-        (r.timestamp - base_ts, r.key, r.value, [list(h) for h in r.headers]) for r in records
-    ]
+    body = [(r.timestamp - base_ts, r.key, r.value, [list(h) for h in r.headers]) for r in records]
     return encode_batch_raw(
         body,
         base_timestamp=base_ts,
@@ -326,11 +329,9 @@ def validate_batch_at(
     _check_header(h, len(buf) - pos, pos)
     if check_crc:
         end = pos + LOG_OVERHEAD + h.batch_length
-        actual = zlib.crc32(memoryview(buf)[pos + ATTRIBUTES_POS : end])
+        actual = batch_crc(memoryview(buf)[pos + ATTRIBUTES_POS : end])
         if actual != h.crc:
-            raise CrcMismatch(
-                f"batch at {pos}: stored crc {h.crc:#010x}, computed {actual:#010x}"
-            )
+            raise CrcMismatch(f"batch at {pos}: stored crc {h.crc:#010x}, computed {actual:#010x}")
     return h
 
 
@@ -360,7 +361,9 @@ def walk_batches(
         pos += LOG_OVERHEAD + h.batch_length
 
 
-def stamp_batch(batch: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int) -> bytes:
+def stamp_batch(
+    batch: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int
+) -> bytes:
     """Return ``batch`` with base_offset and partition_leader_epoch rewritten."""
     out = bytearray(batch)
     batch_length = _LENGTH_STRUCT.unpack_from(out, 0)[1]
@@ -368,7 +371,9 @@ def stamp_batch(batch: bytes | bytearray | memoryview, base_offset: int, leader_
     return bytes(out)
 
 
-def stamped_prefix(batch: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int) -> bytes:
+def stamped_prefix(
+    batch: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int
+) -> bytes:
     """The first 16 bytes of ``batch`` with offset and epoch stamped (for scatter writes)."""
     return _STAMP_STRUCT.pack(base_offset, _LENGTH_STRUCT.unpack_from(batch, 0)[1], leader_epoch)
 
@@ -383,7 +388,9 @@ def decode_batch(buf: bytes | bytearray | memoryview) -> tuple[BatchHeader, list
     return h, _decode_body(h, memoryview(buf)[HEADER_SIZE:])
 
 
-def decode_batches(buf: bytes | bytearray | memoryview) -> list[tuple[BatchHeader, list[DecodedRecord]]]:
+def decode_batches(
+    buf: bytes | bytearray | memoryview,
+) -> list[tuple[BatchHeader, list[DecodedRecord]]]:
     """Validate and decode every batch of a buffer of concatenated batches."""
     mv = memoryview(buf)
     out = []
@@ -412,9 +419,7 @@ def _decode_body(h: BatchHeader, body: memoryview) -> list[DecodedRecord]:
     if type(items) is not list:
         raise InvalidRecords("body is not a msgpack array")
     if len(items) != h.record_count:
-        raise InvalidRecords(
-            f"header announces {h.record_count} records, body holds {len(items)}"
-        )
+        raise InvalidRecords(f"header announces {h.record_count} records, body holds {len(items)}")
     base_ts = h.base_timestamp
     base_off = h.base_offset
     out: list[DecodedRecord] = []
@@ -428,7 +433,12 @@ def _decode_body(h: BatchHeader, body: memoryview) -> list[DecodedRecord]:
             raise InvalidRecords(f"record {i} headers are not a list")
         hdrs: list[tuple[str, bytes]] = []
         for hv in headers:
-            if type(hv) is not list or len(hv) != 2 or type(hv[0]) is not str or type(hv[1]) is not bytes:
+            if (
+                type(hv) is not list
+                or len(hv) != 2
+                or type(hv[0]) is not str
+                or type(hv[1]) is not bytes
+            ):
                 raise InvalidRecords(f"record {i} has a malformed header")
             hdrs.append((hv[0], hv[1]))
         out.append(DecodedRecord(base_off + i, base_ts + ts_delta, key, value, hdrs))

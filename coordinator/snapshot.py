@@ -11,7 +11,7 @@ A snapshot is one file named ``snapshot.<zxid>`` (16 lower-case hex digits)::
 
     header   ">4sHHqQI"  magic b"RVSN", format version (1), reserved (0),
                          zxid (i64), payload length (u64),
-                         CRC-32 of the zxid, length and payload
+                         CRC-32 of every header byte before it and the payload
     payload  ``length`` bytes
 
 A snapshot is valid when its magic and version are right, its zxid matches its
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_MAGIC = b"RVSN"
 SNAPSHOT_VERSION = 1
 _HEADER = struct.Struct(">4sHHqQI")  # magic, version, reserved, zxid, length, crc
-_CRC_FIELDS = struct.Struct(">qQ")  # zxid, length: covered by the CRC with the payload
+_CRC_COVERED = struct.Struct(">4sHHqQ")  # the header up to the crc: covered by it
 _MAX_ZXID = 2**63 - 1
 _NAME_RE = re.compile(r"^snapshot\.([0-9a-f]{16})$")
 _TMP_RE = re.compile(r"^snapshot\.[0-9a-f]{16}\.tmp$")
@@ -54,8 +54,9 @@ def snapshot_file_name(zxid: int) -> str:
     return f"snapshot.{zxid:016x}"
 
 
-def _crc(zxid: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(_CRC_FIELDS.pack(zxid, len(payload))))
+def _crc(zxid: int, payload: bytes, *, version: int = SNAPSHOT_VERSION, reserved: int = 0) -> int:
+    covered = _CRC_COVERED.pack(SNAPSHOT_MAGIC, version, reserved, zxid, len(payload))
+    return zlib.crc32(payload, zlib.crc32(covered))
 
 
 class _Invalid(Exception):
@@ -69,7 +70,7 @@ def _read_valid(path: Path, zxid: int) -> bytes:
         head = f.read(_HEADER.size)
         if len(head) < _HEADER.size:
             raise _Invalid(f"truncated header ({size} bytes)")
-        magic, version, _reserved, hzxid, length, crc = _HEADER.unpack(head)
+        magic, version, reserved, hzxid, length, crc = _HEADER.unpack(head)
         if magic != SNAPSHOT_MAGIC:
             raise _Invalid(f"bad magic {magic!r}")
         if version != SNAPSHOT_VERSION:
@@ -81,7 +82,7 @@ def _read_valid(path: Path, zxid: int) -> bytes:
         payload = f.read(length)
     if len(payload) != length:
         raise _Invalid("short read")
-    if _crc(zxid, payload) != crc:
+    if _crc(zxid, payload, version=version, reserved=reserved) != crc:
         raise _Invalid("CRC mismatch")
     return payload
 

@@ -256,22 +256,28 @@ class TxnLog:
                 scan.problem = "no records after the file header"
             is_last = i == len(found) - 1
             if scan.problem is not None:
-                dropped = scan.file_size - scan.valid_end
+                # A file left without records is deleted, so all of it is dropped.
+                kept = scan.valid_end if scan.count else 0
+                dropped = scan.file_size - kept
+                action = "truncating" if scan.count else "deleting the file"
                 later = [p for _, p in found[i + 1 :]]
                 if is_last:
                     logger.warning(
-                        "txn log %s: %s; dropping %d byte(s) of torn tail after %d good record(s)",
+                        "txn log %s: %s; %s, dropping %d byte(s) of torn tail after %d good "
+                        "record(s)",
                         path,
                         scan.problem,
+                        action,
                         dropped,
                         scan.count,
                     )
                 else:
                     logger.error(
-                        "txn log %s: %s in a non-final file; dropping %d byte(s) after %d good "
-                        "record(s) and deleting %d later file(s): %s",
+                        "txn log %s: %s in a non-final file; %s, dropping %d byte(s) after %d "
+                        "good record(s), and deleting %d later file(s): %s",
                         path,
                         scan.problem,
+                        action,
                         dropped,
                         scan.count,
                         len(later),

@@ -106,9 +106,7 @@ class FileCache:
             for e in self._entries.values():
                 if e.pins == 0:
                     os.close(e.fd)
-            self._entries = OrderedDict(
-                (p, e) for p, e in self._entries.items() if e.pins > 0
-            )
+            self._entries = OrderedDict((p, e) for p, e in self._entries.items() if e.pins > 0)
 
 
 DEFAULT_FILE_CACHE = FileCache(1000)

@@ -7,6 +7,7 @@ index of every segment past the recovery point is rebuilt by scanning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from array import array
@@ -97,7 +98,5 @@ class OffsetIndex:
         return True
 
     def delete(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass

@@ -7,6 +7,7 @@ Timestamps in the index only grow, so a lookup is a binary search.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from array import array
@@ -90,7 +91,5 @@ class TimeIndex:
         return True
 
     def delete(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
