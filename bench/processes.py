@@ -128,7 +128,10 @@ def coordinator_argv(data_dir: Path, *extra: str, port: int = 0) -> list[str]:
 
 
 def broker_argv(data_dir: Path, *extra: str, port: int = 0) -> list[str]:
-    """A broker; with no ``--coordinator`` in ``extra`` it embeds its own coordinator."""
+    """A broker; with no ``--coordinator`` in ``extra`` it embeds its own coordinator,
+    on a free port (not the default 2181, so that several can run at once)."""
+    if "--coordinator" not in extra and "--embedded-coordinator-port" not in extra:
+        extra = ("--embedded-coordinator-port", "0", *extra)
     return [
         sys.executable,
         "-m",

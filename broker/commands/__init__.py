@@ -1,0 +1,1 @@
+"""The ``broker`` command's subcommands, one module per command group."""

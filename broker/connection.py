@@ -1,0 +1,148 @@
+"""One client connection: its read loop, its answers, and its background request tasks.
+
+Requests of one read are handled one after another, synchronously, in arrival
+order — so pipelined produce requests append in order. A request that must wait
+(an acks=all produce for its fsync, a long-poll fetch, an admin request talking
+to the coordinator) is answered later by whoever completes it; the loop does not
+wait for it, so a parked fetch never holds up a produce behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from client.wire import (
+    FramedConnection,
+    FrameDecoder,
+    FrameTooLargeError,
+    MalformedFrameError,
+    ServerError,
+    encode_response,
+)
+from client.wire.errors import FrameTooLargeServerError
+
+logger = logging.getLogger(__name__)
+
+# Stop reading from a client whose unsent responses exceed this, until they drain.
+SEND_HIGH_WATER = 8 * 1024 * 1024
+CLOSE_FLUSH_SECONDS = 2.0
+
+
+class Undecodable:
+    """Stands in for a frame whose body is not msgpack, so the stream can go on."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class ResyncingDecoder(FrameDecoder):
+    """A FrameDecoder that yields Undecodable for a bad body instead of raising: the
+    length prefix already delimits the frame, so the next one is still readable."""
+
+    @staticmethod
+    def _decode(buf: bytearray, start: int, stop: int) -> Any:
+        try:
+            return FrameDecoder._decode(buf, start, stop)
+        except MalformedFrameError as exc:
+            return Undecodable(str(exc))
+
+
+class ClientConnection:
+    __slots__ = ("closed", "framed", "nursery", "peer", "read_scope")
+
+    def __init__(self, framed: FramedConnection, peer: str, nursery: trio.Nursery) -> None:
+        self.framed = framed
+        self.peer = peer
+        self.nursery = nursery
+        self.read_scope = trio.CancelScope()
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection {self.peer}>"
+
+    def respond(self, xid: int, payload: Any) -> None:
+        if not self.closed:
+            self.framed.send(encode_response(xid, 0, payload))
+
+    def fail(self, xid: int, error: ServerError) -> None:
+        if not self.closed:
+            self.framed.send(encode_response(xid, error.code, error.message))
+
+    def spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run a request's slow part as a task of this connection."""
+        self.nursery.start_soon(fn, *args)
+
+    def close(self) -> None:
+        """Stop handling requests from this client; the connection then closes."""
+        self.closed = True
+        self.read_scope.cancel()
+
+
+MessageHandler = Callable[[ClientConnection, Any], None]
+
+
+async def serve_connection(
+    stream: trio.SocketStream,
+    handle: MessageHandler,
+    max_frame: int,
+    on_close: Callable[[ClientConnection], None],
+) -> None:
+    """Read requests until the client leaves; every message goes to ``handle``."""
+    try:
+        peer = "{}:{}".format(*stream.socket.getpeername()[:2])
+    except OSError:
+        peer = "?"
+    framed = FramedConnection(stream, max_frame)
+    framed.decoder = ResyncingDecoder(max_frame)
+    try:
+        async with trio.open_nursery() as nursery:
+            conn = ClientConnection(framed, peer, nursery)
+            nursery.start_soon(_write_loop, conn)
+            with conn.read_scope:
+                await _read_loop(conn, handle)
+            conn.closed = True
+            on_close(conn)
+            with trio.move_on_after(CLOSE_FLUSH_SECONDS):
+                await framed.wait_drained()
+            nursery.cancel_scope.cancel()
+    except Exception:
+        # One connection's failure must never reach the listener's nursery.
+        logger.exception("connection %s failed", peer)
+    finally:
+        with trio.CancelScope(shield=True):
+            await framed.aclose()
+
+
+async def _write_loop(conn: ClientConnection) -> None:
+    try:
+        await conn.framed.writer()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        logger.debug("connection %s: write failed: %r", conn.peer, exc)
+    finally:
+        conn.read_scope.cancel()
+
+
+async def _read_loop(conn: ClientConnection, handle: MessageHandler) -> None:
+    framed = conn.framed
+    while True:
+        try:
+            messages = await framed.receive()
+        except FrameTooLargeError as exc:
+            conn.fail(0, FrameTooLargeServerError(str(exc)))
+            return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return
+        if not messages:
+            return
+        for message in messages:
+            if conn.closed:
+                return
+            handle(conn, message)
+        if framed.queued_bytes > SEND_HIGH_WATER:
+            await framed.wait_drained()
