@@ -53,6 +53,56 @@ DESCRIBE_CONFIGS (32) {topics: [name]}
 ALTER_CONFIGS (33) {topics: [{name, set: {str: str}, delete: [str]}], validate_only}
                    -> {topics: [{name, error_code, error_message}]}
                    (incremental, as Kafka's IncrementalAlterConfigs)
+
+Consumer groups (DESIGN §7; the membership api is KIP-848's, with topic names):
+
+FIND_COORDINATOR (10) {key: group_id, key_type: 0}
+                   -> {error_code, error_message, node_id, host, port}
+                   The coordinator of group g leads partition
+                   group_partition(g, N) of ``__consumer_offsets``.
+OFFSET_COMMIT (8)  {group_id, member_id ("" = not a member: only allowed while
+                    the group has no members, e.g. admin resets or manual
+                    assignment), member_epoch (-1 with member_id ""),
+                    topics: [{topic, partitions: [{partition, offset,
+                    leader_epoch (-1), metadata: str}]}]}
+                   -> {topics: [{topic, partitions: [{partition, error_code,
+                       error_message}]}]}
+                   Acknowledged only once the offset records are durable in
+                   ``__consumer_offsets`` (acks=all semantics).
+OFFSET_FETCH (9)   {group_id, topics: [{topic, partitions: [int]}] | nil (all),
+                    member_id ("" = any), member_epoch (-1)}
+                   -> {error_code, error_message, topics: [{topic, partitions:
+                       [{partition, offset (-1 = none), leader_epoch,
+                       metadata, error_code}]}]}
+LIST_GROUPS (16)   {states_filter: [str]} -> {error_code, groups: [{group_id,
+                    group_state, protocol_type: "consumer"}]}
+DELETE_GROUPS (42) {groups: [group_id]}
+                   -> {groups: [{group_id, error_code, error_message}]}
+                   NON_EMPTY_GROUP while it has members.
+CONSUMER_GROUP_HEARTBEAT (68)
+                   {group_id, member_id ("" to join: the coordinator assigns
+                    one), member_epoch (0 = join, -1 = leave, -2 = static
+                    member leaving temporarily), instance_id (str | nil),
+                    rack_id, rebalance_timeout_ms,
+                    subscribed_topic_names ([str] | nil = unchanged),
+                    subscribed_topic_regex (str | nil = unchanged),
+                    server_assignor ("uniform" | "range" | nil),
+                    topic_partitions ([{topic, partitions: [int]}] owned now |
+                    nil = unchanged)}
+                   -> {error_code, error_message, member_id, member_epoch,
+                       heartbeat_interval_ms,
+                       assignment ({topic_partitions: [...]} | nil = unchanged)}
+                   A partition is given to a member only after its previous
+                   owner has reported it revoked (in topic_partitions).
+CONSUMER_GROUP_DESCRIBE (69) {group_ids: [str]}
+                   -> {groups: [{group_id, error_code, error_message,
+                       group_state ("empty" | "assigning" | "reconciling" |
+                       "stable" | "dead"), group_epoch, assignment_epoch,
+                       assignor_name, members: [{member_id, instance_id,
+                       client_id, client_host, member_epoch,
+                       subscribed_topic_names, subscribed_topic_regex,
+                       assignment: [{topic, partitions}],
+                       target_assignment: [{topic, partitions}]}]}]}
 """
 
 from __future__ import annotations
@@ -74,14 +124,36 @@ class ApiKey(IntEnum):
     INIT_PRODUCER_ID = 22
     DESCRIBE_CONFIGS = 32
     ALTER_CONFIGS = 33
+    OFFSET_COMMIT = 8
+    OFFSET_FETCH = 9
+    FIND_COORDINATOR = 10
+    LIST_GROUPS = 16
+    DELETE_GROUPS = 42
+    CONSUMER_GROUP_HEARTBEAT = 68
+    CONSUMER_GROUP_DESCRIBE = 69
 
 
-# Highest version of each api this code speaks.
-API_VERSIONS: dict[int, int] = {int(api): 0 for api in ApiKey}
+# Highest version of each api this code speaks (the broker must route every one).
+API_VERSIONS: dict[int, int] = {
+    int(api): 0
+    for api in (
+        ApiKey.PRODUCE,
+        ApiKey.FETCH,
+        ApiKey.LIST_OFFSETS,
+        ApiKey.METADATA,
+        ApiKey.API_VERSIONS,
+        ApiKey.CREATE_TOPICS,
+        ApiKey.DELETE_TOPICS,
+        ApiKey.INIT_PRODUCER_ID,
+        ApiKey.DESCRIBE_CONFIGS,
+        ApiKey.ALTER_CONFIGS,
+    )
+}
 
 EARLIEST_TIMESTAMP = -2
 LATEST_TIMESTAMP = -1
 CONSUMER_REPLICA_ID = -1
+CONSUMER_OFFSETS_TOPIC = "__consumer_offsets"
 
 ERRORS = ErrorTable("broker")
 
@@ -324,3 +396,142 @@ class UnsupportedCompressionTypeError(BrokerError):
     code = 176
     kafka_code = 76
     name = "UNSUPPORTED_COMPRESSION_TYPE"
+
+
+@ERRORS.register
+class OffsetMetadataTooLargeError(BrokerError):
+    """A commit's metadata string is longer than the broker allows."""
+
+    code = 112
+    kafka_code = 12
+    name = "OFFSET_METADATA_TOO_LARGE"
+
+
+@ERRORS.register
+class CoordinatorLoadInProgressError(BrokerError):
+    """The group coordinator is still replaying its partition."""
+
+    code = 114
+    kafka_code = 14
+    name = "COORDINATOR_LOAD_IN_PROGRESS"
+    retriable = True
+
+
+@ERRORS.register
+class CoordinatorNotAvailableError(BrokerError):
+    """The group coordinator's partition has no leader right now."""
+
+    code = 115
+    kafka_code = 15
+    name = "COORDINATOR_NOT_AVAILABLE"
+    retriable = True
+
+
+@ERRORS.register
+class NotCoordinatorError(BrokerError):
+    """This broker is not the group's coordinator; find it again."""
+
+    code = 116
+    kafka_code = 16
+    name = "NOT_COORDINATOR"
+    retriable = True
+
+
+@ERRORS.register
+class IllegalGenerationError(BrokerError):
+    """A commit for a generation the group has left behind."""
+
+    code = 122
+    kafka_code = 22
+    name = "ILLEGAL_GENERATION"
+
+
+@ERRORS.register
+class InvalidGroupIdError(BrokerError):
+    """An empty or malformed group id."""
+
+    code = 124
+    kafka_code = 24
+    name = "INVALID_GROUP_ID"
+
+
+@ERRORS.register
+class UnknownMemberIdError(BrokerError):
+    """The member is not (or no longer) in the group; rejoin."""
+
+    code = 125
+    kafka_code = 25
+    name = "UNKNOWN_MEMBER_ID"
+
+
+@ERRORS.register
+class NonEmptyGroupError(BrokerError):
+    """The group still has members."""
+
+    code = 168
+    kafka_code = 68
+    name = "NON_EMPTY_GROUP"
+
+
+@ERRORS.register
+class GroupIdNotFoundError(BrokerError):
+    """No such group."""
+
+    code = 169
+    kafka_code = 69
+    name = "GROUP_ID_NOT_FOUND"
+
+
+@ERRORS.register
+class GroupMaxSizeReachedError(BrokerError):
+    """The group has the maximum number of members."""
+
+    code = 181
+    kafka_code = 81
+    name = "GROUP_MAX_SIZE_REACHED"
+
+
+@ERRORS.register
+class FencedInstanceIdError(BrokerError):
+    """Another member took over this static instance id."""
+
+    code = 182
+    kafka_code = 82
+    name = "FENCED_INSTANCE_ID"
+
+
+@ERRORS.register
+class FencedMemberEpochError(BrokerError):
+    """The member epoch is stale: the member was fenced; rejoin."""
+
+    code = 210
+    kafka_code = 110
+    name = "FENCED_MEMBER_EPOCH"
+
+
+@ERRORS.register
+class UnreleasedInstanceIdError(BrokerError):
+    """The static instance id is still held by a member that has not left."""
+
+    code = 211
+    kafka_code = 111
+    name = "UNRELEASED_INSTANCE_ID"
+    retriable = True
+
+
+@ERRORS.register
+class UnsupportedAssignorError(BrokerError):
+    """The requested server-side assignor does not exist."""
+
+    code = 212
+    kafka_code = 112
+    name = "UNSUPPORTED_ASSIGNOR"
+
+
+@ERRORS.register
+class StaleMemberEpochError(BrokerError):
+    """A commit with a member epoch older than the member's current one."""
+
+    code = 213
+    kafka_code = 113
+    name = "STALE_MEMBER_EPOCH"
