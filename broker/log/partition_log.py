@@ -19,6 +19,7 @@ from broker.log.errors import (
     CorruptCheckpoint,
     InvalidOffsets,
     LogClosed,
+    LogError,
     OffsetOutOfRange,
     RecordBatchTooLarge,
 )
@@ -235,10 +236,12 @@ class Log:
                 )
                 seg.truncate_file(valid)
                 seg.size = valid
-                seg.sync()
                 self._drop_segments_from(i + 1, "after a truncated segment")
             elif seg is not self.segments[-1]:
                 seg.save_indexes(sync=True)
+            # What survived the crash may sit only in the page cache: make it durable
+            # before the recovery point moves past it.
+            seg.sync()
             prev_next = seg.next_offset()
             i += 1
         active = self.segments[-1]
@@ -371,17 +374,27 @@ class Log:
                     results.append(AppendResult(base, base + h.last_offset_delta))
                 if pending:
                     seg.write(pending, start_pos, seg.size - start_pos)
+            except LogError:
+                # A producer-state rejection mid-way: the batches before it are booked,
+                # so write them before raising, keeping the file and bookkeeping in step.
+                if pending:
+                    seg.write(pending, start_pos, seg.size - start_pos)
+                self._note_leader_epoch(results, leader_epoch)
+                raise
             except OSError:
                 # Bookkeeping already counts unwritten bytes: take the log offline, as
                 # Kafka does on a log directory failure; reopening recovers it.
                 log.error("%s: write failed, closing the log", self.dir)
                 self.abandon()
                 raise
-            first = next((r for r in results if not r.duplicate), None)
-            if first is not None and leader_epoch > self.epochs.latest_epoch:
-                self.epochs.assign(leader_epoch, first.base_offset)
+            self._note_leader_epoch(results, leader_epoch)
             self._maybe_flush(now_ms)
         return results
+
+    def _note_leader_epoch(self, results: list[AppendResult], leader_epoch: int) -> None:
+        first = next((r for r in results if not r.duplicate), None)
+        if first is not None and leader_epoch > self.epochs.latest_epoch:
+            self.epochs.assign(leader_epoch, first.base_offset)
 
     def append_as_follower(self, batches: bytes | memoryview, now_ms: int) -> AppendResult | None:
         """Append replicated batches keeping their offsets and epochs.

@@ -371,6 +371,19 @@ def test_append_many(tmp_path: Path) -> None:
     assert open_log(tmp_path).log_end_offset == 80
 
 
+def test_append_many_rejection_midway_keeps_the_batches_before_it(tmp_path: Path) -> None:
+    lg = open_log(tmp_path)
+    good = [batch(b"a", pid=7, pepoch=0, seq=0), batch(b"b", pid=7, pepoch=0, seq=1)]
+    gap = batch(b"c", pid=7, pepoch=0, seq=5)
+    with pytest.raises(OutOfOrderSequence):
+        lg.append_many([*good, gap, batch(b"d")], 3, 0)
+    assert [v for _, v in read_all(lg)] == [b"a", b"b"]
+    assert lg.end_offset_for_epoch(3) == (3, 2)
+    lg.append(batch(b"e"), 3, 0)
+    lg.close()
+    assert [v for _, v in read_all(open_log(tmp_path))] == [b"a", b"b", b"e"]
+
+
 def test_segment_ms_roll_and_flush_interval(tmp_path: Path) -> None:
     lg = open_log(tmp_path, LogConfig(segment_ms=100, flush="interval", flush_interval_ms=50))
     lg.append(batch(b"a"), 0, now_ms=0)
