@@ -715,7 +715,11 @@ class AsyncCoordinatorClient:
         if self._external_dispatcher is not None:
             self._external_dispatcher(fn, arg)
         elif self._callbacks_send is not None:
-            self._callbacks_send.send_nowait((fn, arg))
+            try:
+                self._callbacks_send.send_nowait((fn, arg))
+            except trio.BrokenResourceError:
+                # The dispatcher task is gone: the client is shutting down.
+                logger.debug("dropping callback %r: client is closing", fn)
 
     async def _dispatch_loop(
         self, receive: trio.MemoryReceiveChannel[tuple[Callable[[Any], Any], Any]], done: trio.Event
