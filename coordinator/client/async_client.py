@@ -678,7 +678,8 @@ class AsyncCoordinatorClient:
             if epoch is not None and epoch != self._session_epoch:
                 raise SessionExpiredError("the session was lost while waiting for a reconnect")
             conn = self._conn
-            if conn is not None and self._sm.is_connected:
+            # A channel that already failed is on its way out: wait for the next one.
+            if conn is not None and self._sm.is_connected and conn.channel.is_open:
                 return conn
             changed = self._changed
             with trio.move_on_at(deadline):
