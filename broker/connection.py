@@ -17,9 +17,7 @@ import trio
 
 from client.wire import (
     FramedConnection,
-    FrameDecoder,
     FrameTooLargeError,
-    MalformedFrameError,
     ServerError,
     encode_response,
 )
@@ -30,27 +28,6 @@ logger = logging.getLogger(__name__)
 # Stop reading from a client whose unsent responses exceed this, until they drain.
 SEND_HIGH_WATER = 8 * 1024 * 1024
 CLOSE_FLUSH_SECONDS = 2.0
-
-
-class Undecodable:
-    """Stands in for a frame whose body is not msgpack, so the stream can go on."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class ResyncingDecoder(FrameDecoder):
-    """A FrameDecoder that yields Undecodable for a bad body instead of raising: the
-    length prefix already delimits the frame, so the next one is still readable."""
-
-    @staticmethod
-    def _decode(buf: bytearray, start: int, stop: int) -> Any:
-        try:
-            return FrameDecoder._decode(buf, start, stop)
-        except MalformedFrameError as exc:
-            return Undecodable(str(exc))
 
 
 class ClientConnection:
@@ -98,8 +75,7 @@ async def serve_connection(
         peer = "{}:{}".format(*stream.socket.getpeername()[:2])
     except OSError:
         peer = "?"
-    framed = FramedConnection(stream, max_frame)
-    framed.decoder = ResyncingDecoder(max_frame)
+    framed = FramedConnection(stream, max_frame, resync=True)
     try:
         async with trio.open_nursery() as nursery:
             conn = ClientConnection(framed, peer, nursery)

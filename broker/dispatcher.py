@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker.connection import ClientConnection, Undecodable
+from broker.connection import ClientConnection
 from client.protocol import API_VERSIONS, ApiKey
 from client.wire import (
     InternalServerError,
@@ -28,6 +28,7 @@ from client.wire import (
     Payload,
     RequestTimedOutError,
     ServerError,
+    UndecodableFrame,
     UnsupportedApiError,
     UnsupportedVersionError,
 )
@@ -65,7 +66,7 @@ class Dispatcher:
     def handle(self, conn: ClientConnection, message: Any) -> None:
         """Answer one decoded message (see the module docstring)."""
         self.requests += 1
-        if isinstance(message, Undecodable):
+        if isinstance(message, UndecodableFrame):
             self._fail(conn, 0, InvalidRequestError(message.reason))
             return
         try:

@@ -36,13 +36,12 @@ import trio
 
 from client.wire import (
     FramedConnection,
-    FrameDecoder,
     FrameTooLargeError,
     InternalServerError,
     InvalidRequestError,
-    MalformedFrameError,
     Payload,
     ServerError,
+    UndecodableFrame,
     UnsupportedApiError,
     UnsupportedVersionError,
     encode_push,
@@ -89,27 +88,6 @@ MAX_ZXID_FIELD = (1 << 63) - 1
 _CONNECT = int(Api.CONNECT)
 _SERVER_STAT = int(Api.SERVER_STAT)
 _NO_SESSION_APIS = frozenset((_CONNECT, _SERVER_STAT))
-
-
-class _Undecodable:
-    """Stands in for a frame whose body is not msgpack, so the stream can go on."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class _ResyncingDecoder(FrameDecoder):
-    """A FrameDecoder that yields _Undecodable for a bad body instead of raising:
-    the length prefix already delimits the frame, so the next one is still readable."""
-
-    @staticmethod
-    def _decode(buf: bytearray, start: int, stop: int) -> Any:
-        try:
-            return FrameDecoder._decode(buf, start, stop)
-        except MalformedFrameError as exc:
-            return _Undecodable(str(exc))
 
 
 class Connection:
@@ -481,8 +459,7 @@ class CoordinatorServer:
             peer = "{}:{}".format(*stream.socket.getpeername()[:2])
         except OSError:
             peer = "?"
-        framed = FramedConnection(stream, self.config.max_frame_bytes)
-        framed.decoder = _ResyncingDecoder(self.config.max_frame_bytes)
+        framed = FramedConnection(stream, self.config.max_frame_bytes, resync=True)
         conn = Connection(framed, peer)
         self.connections.add(conn)
         try:
@@ -552,7 +529,7 @@ class CoordinatorServer:
 
     def handle_message(self, conn: Connection, message: Any, received: float, now: int) -> None:
         """Answer one decoded message (synchronously; the answer may wait for durability)."""
-        if isinstance(message, _Undecodable):
+        if isinstance(message, UndecodableFrame):
             self._respond(conn, 0, InvalidRequestError.code, message.reason, received)
             return
         try:

@@ -17,9 +17,12 @@ class FramedConnection:
     pipelined responses cost one system call. ``receive`` returns all messages
     completed by one read (an empty list means the peer closed)."""
 
-    def __init__(self, stream: trio.abc.Stream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, max_frame: int = DEFAULT_MAX_FRAME, *, resync: bool = False
+    ) -> None:
         self.stream = stream
-        self.decoder = FrameDecoder(max_frame)
+        # Servers resync past an undecodable body; clients treat it as a broken stream.
+        self.decoder = FrameDecoder(max_frame, resync=resync)
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._wake = trio.lowlevel.ParkingLot()

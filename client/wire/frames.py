@@ -40,23 +40,41 @@ def encode_push(event: Any) -> bytes:
     return encode_frame((PUSH_XID, event))
 
 
+class UndecodableFrame:
+    """Stands in for a well-delimited frame whose body is not msgpack (resync mode)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"UndecodableFrame({self.reason!r})"
+
+
 class FrameDecoder:
     """Splits a byte stream into decoded msgpack messages.
 
     ``feed`` returns every message completed by the new bytes. A length above
-    ``max_frame`` raises FrameTooLargeError before anything is buffered for it;
-    a body that is not msgpack raises MalformedFrameError. After either error
-    the stream is unusable and the caller must close the connection.
+    ``max_frame`` raises FrameTooLargeError before anything is buffered for it
+    (messages completed before it in the same read are returned first, and the
+    error is raised by the next ``feed``); after it the stream is unusable.
+    A body that is not msgpack raises MalformedFrameError, or, with
+    ``resync=True`` (servers), becomes an UndecodableFrame in the output: the
+    length prefix already marks where the next frame starts, so the stream
+    goes on.
     """
 
-    __slots__ = ("_buf", "_pos", "max_frame")
+    __slots__ = ("_buf", "_error", "_pos", "max_frame", "resync")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, resync: bool = False) -> None:
         if max_frame <= 0:
             raise ValueError("max_frame must be positive")
         self.max_frame = max_frame
+        self.resync = resync
         self._buf = bytearray()
         self._pos = 0
+        self._error: FrameTooLargeError | None = None
 
     @property
     def buffered(self) -> int:
@@ -64,6 +82,8 @@ class FrameDecoder:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Any]:
+        if self._error is not None:
+            raise self._error
         buf = self._buf
         buf += data
         pos = self._pos
@@ -71,22 +91,35 @@ class FrameDecoder:
         out: list[Any] = []
         max_frame = self.max_frame
         unpack_len = _LEN.unpack_from
-        while end - pos >= _LEN_SIZE:
-            (length,) = unpack_len(buf, pos)
-            if length > max_frame:
-                raise FrameTooLargeError(f"frame of {length} bytes exceeds the {max_frame} limit")
-            stop = pos + _LEN_SIZE + length
-            if stop > end:
-                break
-            out.append(self._decode(buf, pos + _LEN_SIZE, stop))
-            pos = stop
-        if pos == end:
-            buf.clear()
-            pos = 0
-        elif pos >= _COMPACT_AT:
-            del buf[:pos]
-            pos = 0
-        self._pos = pos
+        try:
+            while end - pos >= _LEN_SIZE:
+                (length,) = unpack_len(buf, pos)
+                if length > max_frame:
+                    self._error = FrameTooLargeError(
+                        f"frame of {length} bytes exceeds the {max_frame} limit"
+                    )
+                    if out:
+                        return out
+                    raise self._error
+                stop = pos + _LEN_SIZE + length
+                if stop > end:
+                    break
+                start = pos + _LEN_SIZE
+                pos = stop
+                try:
+                    out.append(self._decode(buf, start, stop))
+                except MalformedFrameError as exc:
+                    if not self.resync:
+                        raise
+                    out.append(UndecodableFrame(str(exc)))
+        finally:
+            if pos == end:
+                buf.clear()
+                pos = 0
+            elif pos >= _COMPACT_AT:
+                del buf[:pos]
+                pos = 0
+            self._pos = pos
         return out
 
     @staticmethod

@@ -18,6 +18,7 @@ from client.wire import (
     ProtocolError,
     Push,
     Response,
+    UndecodableFrame,
     encode_frame,
     encode_push,
     encode_request,
@@ -154,3 +155,22 @@ def test_invalid_message_keeps_a_readable_xid() -> None:
     with pytest.raises(InvalidMessage) as info:
         parse_request(["api", 0, 7, {}])
     assert info.value.xid == 7
+
+
+def test_resync_mode_skips_an_undecodable_body_and_goes_on() -> None:
+    bad = b"\xc1"
+    stream = encode_frame(1) + struct.pack(">I", len(bad)) + bad + encode_frame(2)
+    decoder = FrameDecoder(resync=True)
+    first, undecodable, second = decoder.feed(stream)
+    assert (first, second) == (1, 2)
+    assert isinstance(undecodable, UndecodableFrame) and "msgpack" in undecodable.reason
+    with pytest.raises(MalformedFrameError):
+        FrameDecoder().feed(stream)
+
+
+def test_messages_before_an_oversized_frame_are_delivered_first() -> None:
+    decoder = FrameDecoder(max_frame=100)
+    stream = encode_frame("a") + encode_frame("b") + struct.pack(">I", 101)
+    assert decoder.feed(stream) == ["a", "b"]
+    with pytest.raises(FrameTooLargeError):
+        decoder.feed(b"")
