@@ -25,6 +25,8 @@ class NoNodeError(CoordinatorError):
 
 @ERRORS.register
 class NodeExistsError(CoordinatorError):
+    """Create of a path that already exists."""
+
     code = 101
     name = "NODE_EXISTS"
 
@@ -47,6 +49,8 @@ class NotEmptyError(CoordinatorError):
 
 @ERRORS.register
 class NoChildrenForEphemeralsError(CoordinatorError):
+    """Create under an ephemeral node: ephemerals cannot have children."""
+
     code = 104
     name = "NO_CHILDREN_FOR_EPHEMERALS"
 
@@ -61,6 +65,8 @@ class InvalidPathError(CoordinatorError):
 
 @ERRORS.register
 class DataTooLargeError(CoordinatorError):
+    """Data larger than the server's max_data_bytes (1 MiB by default)."""
+
     code = 106
     name = "DATA_TOO_LARGE"
 
