@@ -120,5 +120,6 @@ async def _read_loop(conn: ClientConnection, handle: MessageHandler) -> None:
             if conn.closed:
                 return
             handle(conn, message)
+        framed.flush_nowait()
         if framed.queued_bytes > SEND_HIGH_WATER:
             await framed.wait_drained()

@@ -522,6 +522,7 @@ class CoordinatorServer:
                 self.handle_message(conn, message, received, now)
             # A small group commit is cheapest done now, before this task sleeps again.
             self._sync_inline()
+            framed.flush_nowait()
             if framed.queued_bytes > SEND_HIGH_WATER:
                 await framed.wait_drained()
 

@@ -135,6 +135,8 @@ class RpcChannel:
     async def call(self, api: int, version: int, payload: Any) -> Any:
         """Send one request and wait for its response payload; raises ServerError subclasses."""
         slot = self.send(api, version, payload)
+        if len(self._pending) == 1:
+            self.conn.flush_nowait()  # alone in flight: skip the writer task's wake-up
         await slot.event.wait()
         if slot.error is not None:
             raise slot.error

@@ -123,3 +123,20 @@ async def test_connection_loss_fails_every_pending_call() -> None:
         assert len(failures) == 3
         with pytest.raises(ConnectionLostError):
             await channel.call(1, 0, None)
+
+
+async def test_flush_nowait_hands_frames_to_the_kernel_without_the_writer() -> None:
+    a, b = trio.socket.socketpair()
+    left, right = trio.SocketStream(a), trio.SocketStream(b)
+    conn = FramedConnection(left)
+    conn.send(encode_response(1, 0, "x"))
+    conn.send(encode_response(2, 0, "y"))
+    conn.flush_nowait()  # no writer task is running
+    assert conn.queued_bytes == 0
+    reader = FramedConnection(right)
+    received: list[Any] = []
+    while len(received) < 2:
+        received.extend(await reader.receive())
+    assert received == [[1, 0, "x"], [2, 0, "y"]]
+    await conn.aclose()
+    await reader.aclose()
