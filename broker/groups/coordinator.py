@@ -353,7 +353,8 @@ class GroupCoordinator:
         shard.on_loaded(now_ms())
         self.shards[index] = LoadedShard(index, shard, partition, job.leader_epoch, True, count)
         self._reschedule(self.shards[index])
-        logger.info(
+        logger.log(
+            logging.INFO if count else logging.DEBUG,
             "%s: loaded %d group(s) from %d record(s) in %.3fs",
             partition,
             len(shard.groups),
@@ -396,8 +397,8 @@ class GroupCoordinator:
         return self.committer.after_durable(finish)
 
     def respond_when_durable(
-        self, loaded: LoadedShard, conn: ClientConnection, xid: int, response: Any
-    ) -> Any:
+        self, loaded: LoadedShard, conn: ClientConnection, xid: int, response: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """``response`` now if everything written to the shard's partition is durable,
         else None: it is sent after the fsync that makes it so (or an error instead)."""
         release = _Release(self, loaded, conn, xid, response)
