@@ -13,6 +13,7 @@ from bench.report import Result, print_table, write_json
 BENCHMARKS: dict[str, str] = {
     "coordinator": "bench.coordinator",
     "log": "bench.log",
+    "streaming": "bench.streaming",
 }
 
 

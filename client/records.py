@@ -179,7 +179,8 @@ def _compress(codec: int, data: bytes) -> bytes:
     raise UnsupportedCompression(f"unknown compression codec {codec}")
 
 
-def _decompress(codec: int, data: bytes | memoryview) -> bytes | memoryview:
+def decompress_body(codec: int, data: bytes | memoryview) -> bytes | memoryview:
+    """A batch body as msgpack bytes; bounded by MAX_DECOMPRESSED_BYTES (no bombs)."""
     if codec == COMPRESSION_NONE:
         return data
     if codec == COMPRESSION_ZLIB:
@@ -400,7 +401,7 @@ def decode_batches(
 
 
 def _decode_body(h: BatchHeader, body: memoryview) -> list[DecodedRecord]:
-    raw = _decompress(h.compression, body)
+    raw = decompress_body(h.compression, body)
     limit = len(raw)
     try:
         items = msgpack.unpackb(
