@@ -157,7 +157,8 @@ def increment_sequence(seq: int, delta: int) -> int:
     return seq + delta
 
 
-def _compress(codec: int, data: bytes) -> bytes:
+def compress_body(codec: int, data: bytes) -> bytes:
+    """A msgpack body compressed with ``codec`` (a COMPRESSION_* constant)."""
     if codec == COMPRESSION_NONE:
         return data
     if codec == COMPRESSION_ZLIB:
@@ -242,7 +243,7 @@ def encode_batch_raw(
         raise ValueError("a batch needs at least one record")
     body = msgpack.packb(body_records, use_bin_type=True)
     if compression:
-        body = _compress(compression, body)
+        body = compress_body(compression, body)
     tail = _TAIL_STRUCT.pack(
         compression & COMPRESSION_MASK,
         count - 1 if last_offset_delta is None else last_offset_delta,
