@@ -49,6 +49,13 @@ class ProducerStateManager:
         """Validate a leader append; the original batch if ``h`` is a retried duplicate."""
         entry = self.producers.get(h.producer_id)
         if entry is None:
+            # As Kafka: a producer this log has no state for starts at sequence 0, so a
+            # pipelined later batch cannot overtake a failed first one.
+            if h.base_sequence != 0:
+                raise OutOfOrderSequence(
+                    f"producer {h.producer_id} is unknown here: its first batch must start "
+                    f"at sequence 0, got {h.base_sequence}"
+                )
             return None
         if h.producer_epoch < entry.epoch:
             raise InvalidProducerEpoch(

@@ -401,3 +401,13 @@ def test_compressed_batches_are_stored_verbatim(tmp_path: Path) -> None:
     lg.append(b, 0, 0)
     out = lg.read(0, 10)
     assert out[16:] == b[16:]
+
+
+def test_unknown_producer_must_start_at_sequence_zero(tmp_path: Path) -> None:
+    lg = open_log(tmp_path)
+    with pytest.raises(OutOfOrderSequence):
+        lg.append(batch(b"late", pid=9, pepoch=0, seq=3), 0, 0)
+    assert lg.log_end_offset == 0
+    lg.append(batch(b"first", pid=9, pepoch=0, seq=0), 0, 0)
+    lg.append(batch(b"next", pid=9, pepoch=0, seq=1), 0, 0)
+    assert [v for _, v in read_all(lg)] == [b"first", b"next"]
