@@ -1,11 +1,12 @@
-"""The ``broker`` command: ``serve`` and the Kafka console tools (topics, produce, consume)."""
+"""The ``broker`` command: ``serve``, the Kafka console tools (topics, produce, consume,
+groups, leaders) and ``dev-cluster``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from broker.commands import consume, produce, serve, topics
+from broker.commands import consume, dev_cluster, groups, leaders, produce, serve, topics
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_parser(sub)
     produce.add_parser(sub)
     consume.add_parser(sub)
+    groups.add_parser(sub)
+    leaders.add_parser(sub)
+    dev_cluster.add_parser(sub)
     return parser
 
 

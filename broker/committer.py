@@ -16,6 +16,7 @@ durability is left to replication, as with Kafka's default settings.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import trio
@@ -23,6 +24,7 @@ import trio
 from broker.group_commit import GroupCommit
 from broker.log import LogClosed
 from broker.partition import Partition
+from client.observability import Histogram
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class Committer:
         self._interval_dirty: dict[Partition, None] = {}
         self._wake = trio.lowlevel.ParkingLot()
         self.flushes = 0
+        # Seconds per flush of the dirty logs (broker.metrics: log_flush_seconds).
+        self.flush_time = Histogram()
 
     def appended(self, partition: Partition) -> None:
         """Called right after records reached ``partition``'s log."""
@@ -92,7 +96,10 @@ class Committer:
             if batch is None:
                 await self._wake.park()
                 continue
+            started = time.perf_counter()
             results = await trio.to_thread.run_sync(_flush_all, batch) if batch else []
+            if batch:
+                self.flush_time.observe(time.perf_counter() - started)
             self.flushes += 1
             for partition, durable in results:
                 if durable >= 0:
@@ -112,5 +119,7 @@ class Committer:
                 continue
             batch = list(self._interval_dirty)
             self._interval_dirty.clear()
+            started = time.perf_counter()
             await trio.to_thread.run_sync(_flush_all, batch)
+            self.flush_time.observe(time.perf_counter() - started)
             self.flushes += 1

@@ -121,8 +121,78 @@ class BrokerConfig:
     max_open_files: int = 1000
     """Segment files kept open at once, across every partition."""
 
+    offsets_topic_num_partitions: int = 16
+    """Partitions of the internal ``__consumer_offsets`` topic, used when it is created: the
+    coordinator of group g leads partition ``abs(java_hash(g)) % N`` of it."""
+
+    offsets_topic_replication_factor: int = 3
+    """Replication factor of ``__consumer_offsets`` when it is created (capped at the number
+    of live brokers)."""
+
+    offsets_retention_ms: int = 7 * DAY_MS
+    """Committed offsets of a group without members, or of a topic the group no longer
+    subscribes to, are deleted this long after they were committed."""
+
+    offsets_retention_check_interval_ms: int = 600_000
+    """How often expired offsets, and then empty groups without offsets, are deleted."""
+
+    offset_metadata_max_bytes: int = 4096
+    """Longest metadata string of a committed offset (OFFSET_METADATA_TOO_LARGE above)."""
+
+    group_session_timeout_ms: int = 10_000
+    """A consumer-group member that sends no heartbeat for this long is removed from its
+    group and its partitions are reassigned."""
+
+    group_heartbeat_interval_ms: int = 3_000
+    """How often consumer-group members are told to heartbeat (less than the session timeout)."""
+
+    group_max_size: int = 2**31 - 1
+    """Most members a consumer group may have (GROUP_MAX_SIZE_REACHED beyond)."""
+
+    replica_lag_time_max_ms: int = 10_000
+    """A follower that has not caught up with its leader's log end for this long leaves the
+    ISR (it rejoins once caught up)."""
+
+    replica_fetch_wait_max_ms: int = 500
+    """Longest a follower's fetch waits at the leader for new data (less than
+    replica_lag_time_max_ms)."""
+
+    replica_fetch_max_bytes: int = MIB
+    """Record bytes a follower asks for per partition and fetch (the first batch comes whole)."""
+
+    replica_fetch_response_max_bytes: int = 10 * MIB
+    """Record bytes a follower asks for per fetch, over all partitions."""
+
+    replica_fetch_backoff_ms: int = 200
+    """Pause before a follower fetches again after an error or a lost connection."""
+
+    replica_high_watermark_checkpoint_interval_ms: int = 5_000
+    """How often every hosted partition's high watermark is written to
+    replication-offset-checkpoint (also at shutdown)."""
+
+    controlled_shutdown_enable: bool = True
+    """On SIGTERM, first ask the controller to move this broker's leaderships away and drop it
+    from every ISR, so that clients see no errors."""
+
+    controlled_shutdown_timeout_ms: int = 30_000
+    """Longest a controlled shutdown waits for its leaderships to move before stopping anyway."""
+
+    auto_leader_rebalance_enable: bool = True
+    """The controller moves leadership back to each partition's preferred replica (the first of
+    its assignment) once it is in sync again."""
+
+    leader_imbalance_check_interval_ms: int = 30_000
+    """How often the controller looks for partitions not led by their preferred replica."""
+
     log_level: str = "INFO"
     """Python logging level of the broker."""
+
+    log_json: bool = False
+    """Log JSON lines (ts, level, logger, message and any extra fields) instead of text."""
+
+    metrics_port: int = -1
+    """HTTP port serving /metrics (Prometheus) and /health at ``host``; 0 picks a free port
+    (printed), -1 turns the endpoint off. It also serves the embedded coordinator's metrics."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.broker_id <= 2**31 - 1:
@@ -130,6 +200,8 @@ class BrokerConfig:
         for name in ("port", "embedded_coordinator_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be 0..65535, got {getattr(self, name)}")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be -1 (off) or 0..65535, got {self.metrics_port}")
         for name in (
             "session_timeout_ms",
             "num_partitions",
@@ -143,6 +215,22 @@ class BrokerConfig:
             "log_maintenance_interval_ms",
             "producer_id_block_size",
             "max_open_files",
+            "offsets_topic_num_partitions",
+            "offsets_topic_replication_factor",
+            "offsets_retention_ms",
+            "offsets_retention_check_interval_ms",
+            "offset_metadata_max_bytes",
+            "group_session_timeout_ms",
+            "group_heartbeat_interval_ms",
+            "group_max_size",
+            "replica_lag_time_max_ms",
+            "replica_fetch_wait_max_ms",
+            "replica_fetch_max_bytes",
+            "replica_fetch_response_max_bytes",
+            "replica_fetch_backoff_ms",
+            "replica_high_watermark_checkpoint_interval_ms",
+            "controlled_shutdown_timeout_ms",
+            "leader_imbalance_check_interval_ms",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -151,6 +239,16 @@ class BrokerConfig:
                 raise ConfigError(
                     f"{name} must be -1 (no limit) or >= 0, got {getattr(self, name)}"
                 )
+        if self.group_heartbeat_interval_ms >= self.group_session_timeout_ms:
+            raise ConfigError(
+                "group_heartbeat_interval_ms must be less than group_session_timeout_ms, got "
+                f"{self.group_heartbeat_interval_ms} >= {self.group_session_timeout_ms}"
+            )
+        if self.replica_fetch_wait_max_ms >= self.replica_lag_time_max_ms:
+            raise ConfigError(
+                "replica_fetch_wait_max_ms must be less than replica_lag_time_max_ms, got "
+                f"{self.replica_fetch_wait_max_ms} >= {self.replica_lag_time_max_ms}"
+            )
         if self.max_message_bytes < 61:
             raise ConfigError(f"max_message_bytes must be >= 61, got {self.max_message_bytes}")
         if self.cleanup_policy not in CLEANUP_POLICIES:

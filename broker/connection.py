@@ -10,11 +10,13 @@ wait for it, so a parked fetch never holds up a produce behind it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
+from broker.metrics import RequestStats
 from client.wire import (
     FramedConnection,
     FrameTooLargeError,
@@ -31,25 +33,44 @@ CLOSE_FLUSH_SECONDS = 2.0
 
 
 class ClientConnection:
-    __slots__ = ("closed", "framed", "nursery", "peer", "read_scope")
+    __slots__ = ("closed", "framed", "in_flight", "nursery", "peer", "read_scope", "stats")
 
-    def __init__(self, framed: FramedConnection, peer: str, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        framed: FramedConnection,
+        peer: str,
+        nursery: trio.Nursery,
+        stats: RequestStats | None = None,
+    ) -> None:
         self.framed = framed
         self.peer = peer
         self.nursery = nursery
         self.read_scope = trio.CancelScope()
         self.closed = False
+        # xid -> (latency label, arrival time) of requests not answered yet (broker.metrics).
+        self.in_flight: dict[int, tuple[int, float]] = {}
+        self.stats = stats
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.peer}>"
 
     def respond(self, xid: int, payload: Any) -> None:
+        if self.in_flight:
+            self.finished(xid)
         if not self.closed:
             self.framed.send(encode_response(xid, 0, payload))
 
     def fail(self, xid: int, error: ServerError) -> None:
+        if self.in_flight:
+            self.finished(xid)
         if not self.closed:
             self.framed.send(encode_response(xid, error.code, error.message))
+
+    def finished(self, xid: int) -> None:
+        """Request ``xid`` is answered (or never will be): record its latency."""
+        entry = self.in_flight.pop(xid, None)
+        if entry is not None and self.stats is not None:
+            self.stats.done(entry[0], time.perf_counter() - entry[1])
 
     def spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run a request's slow part as a task of this connection."""
@@ -69,16 +90,21 @@ async def serve_connection(
     handle: MessageHandler,
     max_frame: int,
     on_close: Callable[[ClientConnection], None],
+    stats: RequestStats | None = None,
 ) -> None:
-    """Read requests until the client leaves; every message goes to ``handle``."""
+    """Read requests until the client leaves; every message goes to ``handle``.
+    ``stats`` gets each request's latency and knows the open connections."""
     try:
         peer = "{}:{}".format(*stream.socket.getpeername()[:2])
     except OSError:
         peer = "?"
     framed = FramedConnection(stream, max_frame, resync=True)
+    conn: ClientConnection | None = None
     try:
         async with trio.open_nursery() as nursery:
-            conn = ClientConnection(framed, peer, nursery)
+            conn = ClientConnection(framed, peer, nursery, stats)
+            if stats is not None:
+                stats.connections.add(conn)
             nursery.start_soon(_write_loop, conn)
             with conn.read_scope:
                 await _read_loop(conn, handle)
@@ -91,6 +117,8 @@ async def serve_connection(
         # One connection's failure must never reach the listener's nursery.
         logger.exception("connection %s failed", peer)
     finally:
+        if stats is not None and conn is not None:
+            stats.connections.discard(conn)
         with trio.CancelScope(shield=True):
             await framed.aclose()
 

@@ -16,11 +16,13 @@ Either way the connection, and everyone else, is served on.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from broker.connection import ClientConnection
+from broker.metrics import answers_never, request_key
 from client.protocol import API_VERSIONS, ApiKey
 from client.wire import (
     InternalServerError,
@@ -77,6 +79,8 @@ class Dispatcher:
         xid = request.xid
         api = request.api
         route = self.routes.get(api)
+        # Its latency is recorded when the answer goes out (ClientConnection.finished).
+        conn.in_flight[xid] = (request_key(api, request.payload), time.perf_counter())
         try:
             if route is None:
                 raise UnsupportedApiError(f"unknown api {api}")
@@ -99,6 +103,8 @@ class Dispatcher:
             return
         if result is not None:
             conn.respond(xid, result)
+        elif answers_never(api, request.payload):
+            conn.finished(xid)
 
     async def _background(
         self,

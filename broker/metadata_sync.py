@@ -1,9 +1,12 @@
 """Keeps the metadata cache in step with the coordinator through persistent watches.
 
-Four persistent watches (``/brokers/ids``, ``/topics`` and ``/admin/delete_topics``
-recursive, ``/controller`` plain) report which znodes changed; one task re-reads
-each changed znode, applies it to the cache, then hands the accumulated changes
-to the listeners (replica manager, controller, waiting admin requests) in order.
+Persistent watches (``/brokers/ids``, ``/topics``, ``/admin/delete_topics`` and the
+controller's other ``/admin`` work — controlled shutdowns, preferred-leader
+elections, reassignments — recursive, ``/controller`` plain) report which znodes
+changed; one task re-reads each changed znode, applies it to the cache (the
+``/admin`` work to ``requests``, broker.replication.admin_znodes), then hands the
+accumulated changes to the listeners (replica manager, controller, waiting admin
+requests) in order.
 Nothing is polled. Re-reading instead of trusting the event makes processing
 idempotent: a burst of events for one node costs one read of its newest data.
 After a new session (or a reconnect that may have missed events) everything is
@@ -19,6 +22,17 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from broker.metadata_cache import Changes, MetadataCache
+from broker.replication.admin_znodes import (
+    ADMIN_PATHS,
+    CONTROLLED_SHUTDOWN,
+    ELECTION_PREFIX,
+    PREFERRED_ELECTION,
+    REASSIGN_PARTITIONS,
+    AdminRequests,
+    decode_election,
+    decode_reassignment,
+    parse_reassignment_name,
+)
 from broker.znodes import (
     ADMIN_DELETE_TOPICS,
     BROKER_IDS,
@@ -43,6 +57,7 @@ from coordinator.errors import CoordinatorError, NoNodeError
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[Changes], Awaitable[None]]
+RequestListener = Callable[[], None]
 _RESYNC = "<resync>"
 RETRY_SECONDS = 0.5
 
@@ -51,7 +66,10 @@ class MetadataSync:
     def __init__(self, zk: AsyncCoordinatorClient, cache: MetadataCache) -> None:
         self.zk = zk
         self.cache = cache
+        self.requests = AdminRequests()
         self.listeners: list[Listener] = []
+        # Told when the /admin work (requests) changed.
+        self.request_listeners: list[RequestListener] = []
         self._send, self._receive = trio.open_memory_channel[str](math.inf)
         # Woken after every batch of changes has reached the listeners.
         self.updated = trio.lowlevel.ParkingLot()
@@ -66,7 +84,7 @@ class MetadataSync:
 
     async def watch_and_load(self) -> None:
         """Register the watches, then read the whole namespace into the cache."""
-        for path in (BROKER_IDS, TOPICS, ADMIN_DELETE_TOPICS):
+        for path in (BROKER_IDS, TOPICS, ADMIN_DELETE_TOPICS, *ADMIN_PATHS):
             await self.zk.ensure_path(path)
             await self.zk.add_watch(path, self._on_event, recursive=True)
         await self.zk.add_watch(CONTROLLER, self._on_event)
@@ -103,6 +121,9 @@ class MetadataSync:
         if changes:
             for listener in self.listeners:
                 await listener(changes)
+        if self.requests.drain_changed():
+            for request_listener in self.request_listeners:
+                request_listener()
         self.generation += 1
         self.updated.unpark_all()
 
@@ -122,6 +143,15 @@ class MetadataSync:
             return
         if path.startswith(ADMIN_DELETE_TOPICS):
             await self._read_deletions()
+            return
+        if path.startswith(CONTROLLED_SHUTDOWN):
+            await self._read_shutdowns()
+            return
+        if path.startswith(PREFERRED_ELECTION):
+            await self._read_elections()
+            return
+        if path.startswith(REASSIGN_PARTITIONS):
+            await self._read_reassignments()
             return
         where = parse_topics_path(path)
         if where is None:
@@ -147,6 +177,9 @@ class MetadataSync:
             for name in sorted(topics):
                 nursery.start_soon(self._read_topic_tree, name)
         await self._read_deletions()
+        await self._read_shutdowns()
+        await self._read_elections()
+        await self._read_reassignments()
 
     async def _read_cluster_id(self) -> None:
         try:
@@ -227,3 +260,45 @@ class MetadataSync:
         except NoNodeError:
             names = []
         self.cache.set_pending_deletions(set(names))
+
+    # ------------------------------------------------------------ /admin work
+
+    async def _children(self, path: str) -> list[str]:
+        try:
+            return list(await self.zk.get_children(path))
+        except NoNodeError:
+            return []
+
+    async def _read_shutdowns(self) -> None:
+        names = await self._children(CONTROLLED_SHUTDOWN)
+        self.requests.set_shutting_down({int(n) for n in names if n.isdigit()})
+
+    async def _read_elections(self) -> None:
+        elections: dict[str, list[tuple[str, int]] | None] = {}
+        for name in sorted(await self._children(PREFERRED_ELECTION)):
+            if not name.startswith(ELECTION_PREFIX):
+                continue
+            try:
+                data, _ = await self.zk.get(f"{PREFERRED_ELECTION}/{name}")
+                elections[name] = decode_election(data)
+            except NoNodeError:
+                continue
+            except ZnodeDataError as exc:
+                logger.warning("ignoring election request %s: %s", name, exc)
+                elections[name] = []
+        self.requests.set_elections(elections)
+
+    async def _read_reassignments(self) -> None:
+        reassignments: dict[tuple[str, int], list[int]] = {}
+        for name in sorted(await self._children(REASSIGN_PARTITIONS)):
+            tp = parse_reassignment_name(name)
+            if tp is None:
+                continue
+            try:
+                data, _ = await self.zk.get(f"{REASSIGN_PARTITIONS}/{name}")
+                reassignments[tp] = decode_reassignment(data)
+            except NoNodeError:
+                continue
+            except ZnodeDataError as exc:
+                logger.warning("ignoring reassignment %s: %s", name, exc)
+        self.requests.set_reassignments(reassignments)

@@ -4,16 +4,22 @@ Appends and reads run on the event loop (page-cache writes and reads of bounded
 size); fsyncs run in the committer's worker thread. Storage errors become the
 protocol's error classes here, so handlers only ever see BrokerError.
 
-Visibility: consumers read below the high watermark. How it moves depends on
-the flush policy (broker.committer): with group commit it follows the offset
-that is fsynced; with interval flushing it follows the log end at once. Each
-advance reports how many bytes it made visible, which wakes parked fetches.
+Visibility: consumers read below the high watermark. While this broker leads
+the partition, the high watermark is decided by its ``LeaderState``
+(broker.replication.leader_state): the smallest log end offset over the ISR,
+where the leader's own contribution follows the flush policy (the committer
+reports it through ``advance_high_watermark``: the fsynced offset under group
+commit, the log end at once under interval flushing). A follower takes the
+leader's high watermark from each fetch response (capped at its own log end).
+Each advance reports how many bytes it made visible, which wakes parked
+fetches, and tells the partition's listener, which releases acks=all produces.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from typing import Protocol
 
 from broker.log import (
     InvalidProducerEpoch,
@@ -23,6 +29,8 @@ from broker.log import (
     OutOfOrderSequence,
     RecordBatchTooLarge,
 )
+from broker.replication.epochs import leader_end_offset
+from broker.replication.leader_state import LeaderState
 from broker.topic_config import TopicSettings
 from client.protocol import (
     CorruptMessageError,
@@ -50,23 +58,49 @@ logger = logging.getLogger(__name__)
 
 KNOWN_CODECS = frozenset((COMPRESSION_NONE, COMPRESSION_ZLIB, COMPRESSION_LZ4, COMPRESSION_ZSTD))
 _ATTRIBUTES_POS = 21
+NO_LEADER = -1
+
+
+class PartitionListener(Protocol):
+    """Told about a partition's appends and high-watermark moves (the replica manager)."""
+
+    def appended(self, partition: Partition) -> None: ...
+
+    def high_watermark_moved(self, partition: Partition) -> None: ...
+
+
+class _Silent:
+    def appended(self, partition: Partition) -> None:
+        pass
+
+    def high_watermark_moved(self, partition: Partition) -> None:
+        pass
 
 
 class Partition:
-    """A hosted replica. ``is_leader`` and ``leader_epoch`` follow the partition state."""
+    """A hosted replica. ``is_leader``, ``leader``, ``leader_epoch`` and ``isr`` follow
+    the partition state; ``leader_state`` exists while this broker leads."""
 
     __slots__ = (
         "_appended_bytes",
         "_unseen",
         "_visible_bytes",
+        "bytes_in",
+        "bytes_out",
         "failed",
         "is_leader",
         "isr",
         "key",
+        "leader",
         "leader_epoch",
+        "leader_state",
+        "listener",
         "log",
+        "messages_in",
         "partition",
+        "replicas",
         "settings",
+        "state_version",
         "topic",
         "topic_id",
     )
@@ -81,13 +115,23 @@ class Partition:
         self.log = log
         self.settings = settings
         self.is_leader = False
+        self.leader = NO_LEADER
         self.leader_epoch = -1
         self.isr: list[int] = []
+        self.replicas: list[int] = []
+        # Version of the state znode the fields above come from (-1: none yet).
+        self.state_version = -1
+        self.leader_state: LeaderState | None = None
+        self.listener: PartitionListener = _Silent()
         self.failed = False
         # (end offset, cumulative bytes appended up to it) for appends not yet visible.
         self._unseen: deque[tuple[int, int]] = deque()
         self._appended_bytes = 0
         self._visible_bytes = 0
+        # Traffic counters, one addition per batch (read by broker.metrics at scrape time).
+        self.messages_in = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     def __repr__(self) -> str:
         return f"<Partition {self.topic}-{self.partition}>"
@@ -115,19 +159,62 @@ class Partition:
             )
 
     def advance_high_watermark(self, offset: int) -> int:
-        """Move the high watermark up to ``offset``; the bytes that became visible."""
+        """The committer's report: the leader's log is durable (group commit) or
+        written (interval) up to ``offset``. Returns the bytes that became visible."""
+        state = self.leader_state
+        if state is None or not state.leader_progress(offset):
+            return 0
+        return self._set_high_watermark(state.high_watermark)
+
+    def follower_fetched(self, replica: int, fetch_offset: int, now_ms: int) -> int:
+        """As leader: ``replica`` fetched from ``fetch_offset`` (its log end). Returns
+        the bytes that became visible."""
+        state = self.leader_state
+        if state is None:
+            return 0
+        if not state.follower_fetch(replica, fetch_offset, self.log.log_end_offset, now_ms):
+            return 0
+        return self._set_high_watermark(state.high_watermark)
+
+    def leader_state_moved(self) -> int:
+        """The leader state's high watermark may have moved (an ISR change landed)."""
+        state = self.leader_state
+        if state is None:
+            return 0
+        return self._set_high_watermark(state.high_watermark)
+
+    def follow_high_watermark(self, leader_high_watermark: int) -> int:
+        """As follower: the leader's high watermark, capped at our log end."""
+        return self._set_high_watermark(min(leader_high_watermark, self.log.log_end_offset))
+
+    def _set_high_watermark(self, offset: int) -> int:
         log = self.log
         old = log.high_watermark
         if offset <= old:
             return 0
         log.high_watermark = offset
+        offset = log.high_watermark
         unseen = self._unseen
         visible = self._visible_bytes
         while unseen and unseen[0][0] <= offset:
             visible = unseen.popleft()[1]
         gained = visible - self._visible_bytes
         self._visible_bytes = visible
+        self.listener.high_watermark_moved(self)
         return gained
+
+    def end_offset_for_epoch(self, requested: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch as the leader (see broker.replication.epochs)."""
+        log = self.log
+        try:
+            cached = log.end_offset_for_epoch(requested)
+        except LogClosed:
+            raise NotLeaderOrFollowerError(
+                f"{self.topic}-{self.partition} is no longer hosted here"
+            ) from None
+        return leader_end_offset(
+            requested, self.leader_epoch, cached, log.latest_epoch, log.log_end_offset
+        )
 
     def reset_visibility(self) -> None:
         """After opening or truncation: nothing is pending visibility."""
@@ -195,9 +282,17 @@ class Partition:
             raise KafkaStorageError(f"{self.topic}-{self.partition}: {exc.strerror}") from None
         if result.duplicate:
             return result.base_offset, True
-        self._appended_bytes += len(batch)
-        self._unseen.append((result.last_offset + 1, self._appended_bytes))
+        self.messages_in += result.last_offset - result.base_offset + 1
+        self.bytes_in += len(batch)
+        self.note_appended(result.last_offset + 1, len(batch))
+        self.listener.appended(self)
         return result.base_offset, False
+
+    def note_appended(self, end_offset: int, nbytes: int) -> None:
+        """``nbytes`` of batches ending before ``end_offset`` are now in the log (not yet
+        visible)."""
+        self._appended_bytes += nbytes
+        self._unseen.append((end_offset, self._appended_bytes))
 
     # ------------------------------------------------------------ read
 
@@ -206,7 +301,11 @@ class Partition:
         watermark — or, for a follower replica, up to the log end."""
         log = self.log
         try:
-            return log.read(offset, max_bytes, None if to_log_end else log.high_watermark)
+            if to_log_end:
+                return log.read(offset, max_bytes, None)
+            data = log.read(offset, max_bytes, log.high_watermark)
+            self.bytes_out += len(data)
+            return data
         except OffsetOutOfRange as exc:
             raise OffsetOutOfRangeError(str(exc)) from None
         except LogClosed:

@@ -18,6 +18,7 @@ embedded coordinator.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import trio
@@ -30,22 +31,42 @@ from broker.controller_plan import plan_states
 from broker.data_dir import DataDir
 from broker.dispatcher import Background, Dispatcher, Immediate, Route
 from broker.embedded_coordinator import connect_address, embedded_config
+from broker.groups.coordinator import GroupCoordinator
 from broker.handlers.api_versions import handle_api_versions
 from broker.handlers.configs import AlterConfigsHandler, DescribeConfigsHandler
+from broker.handlers.elect_leaders import ElectLeadersHandler
 from broker.handlers.fetch import FetchHandler
+from broker.handlers.find_coordinator import FindCoordinatorHandler
+from broker.handlers.group_delete import DeleteGroupsHandler
+from broker.handlers.group_describe import ConsumerGroupDescribeHandler
+from broker.handlers.group_heartbeat import ConsumerGroupHeartbeatHandler
+from broker.handlers.group_list import ListGroupsHandler
+from broker.handlers.leader_epochs import LeaderEpochsHandler
 from broker.handlers.list_offsets import ListOffsetsHandler
 from broker.handlers.metadata import MetadataHandler
+from broker.handlers.offset_commit import OffsetCommitHandler
+from broker.handlers.offset_fetch import OffsetFetchHandler
 from broker.handlers.produce import ProduceHandler
 from broker.handlers.producer_id import InitProducerIdHandler
+from broker.handlers.reassign_partitions import ReassignPartitionsHandler
 from broker.handlers.topics import CreateTopicsHandler, DeleteTopicsHandler
 from broker.metadata_cache import Changes, MetadataCache
 from broker.metadata_sync import MetadataSync
+from broker.metrics import (
+    BrokerCollector,
+    MetadataObserver,
+    RequestStats,
+    broker_health,
+    starting_health,
+)
 from broker.partition import Partition
 from broker.producer_id_manager import ProducerIdManager
 from broker.registration import ensure_cluster_id, register, registration_for
 from broker.replica_manager import ReplicaManager
+from broker.replication.controlled_shutdown import controlled_shutdown
 from broker.topic_admin import TopicAdmin
 from broker.znodes import BrokerRegistration
+from client.observability import Observability
 from client.protocol import ApiKey
 from coordinator.client import AsyncCoordinatorClient, ConnectionState
 from coordinator.errors import CoordinatorError
@@ -67,15 +88,32 @@ class Broker:
         self.sync = MetadataSync(zk, self.cache)
         self.committer = Committer(config.flush_policy, config.flush_interval_ms, self._visible)
         self.replicas = ReplicaManager(
-            config, data_dir, self.cache, self.committer, self._partition_changed
+            config,
+            data_dir,
+            self.cache,
+            self.committer,
+            self._partition_changed,
+            zk=zk,
+            requests=self.sync.requests,
         )
-        self.controller = Controller(zk, self.cache, config.broker_id)
+        self.controller = Controller(
+            zk, self.cache, config.broker_id, config=config, requests=self.sync.requests
+        )
         self.admin = TopicAdmin(zk, self.cache, self.sync, config)
         self.fetch = FetchHandler(self.replicas, config.fetch_max_bytes)
         self.producer_ids = ProducerIdManager(zk, config.broker_id, config.producer_id_block_size)
+        self.groups = GroupCoordinator(
+            config, self.replicas, self.committer, self.cache, self.admin
+        )
         self.dispatcher = Dispatcher(self._routes())
         self.port = 0
         self.connections: set[ClientConnection] = set()
+        # Metrics and /health (broker.metrics).
+        self.serving = False
+        self.request_stats = RequestStats()
+        self.metadata_observer = MetadataObserver(
+            config.broker_id, self.cache, lambda: self.controller.active
+        )
         self._nursery: trio.Nursery | None = None
 
     def _routes(self) -> dict[int, Route]:
@@ -90,6 +128,18 @@ class Broker:
             ApiKey.INIT_PRODUCER_ID: Background(InitProducerIdHandler(self.producer_ids)),
             ApiKey.DESCRIBE_CONFIGS: Immediate(DescribeConfigsHandler(self.cache, self.config)),
             ApiKey.ALTER_CONFIGS: Background(AlterConfigsHandler(self.admin)),
+            ApiKey.FIND_COORDINATOR: Immediate(FindCoordinatorHandler(self.groups)),
+            ApiKey.CONSUMER_GROUP_HEARTBEAT: Immediate(ConsumerGroupHeartbeatHandler(self.groups)),
+            ApiKey.CONSUMER_GROUP_DESCRIBE: Immediate(ConsumerGroupDescribeHandler(self.groups)),
+            ApiKey.OFFSET_COMMIT: Immediate(OffsetCommitHandler(self.groups)),
+            ApiKey.OFFSET_FETCH: Immediate(OffsetFetchHandler(self.groups)),
+            ApiKey.LIST_GROUPS: Immediate(ListGroupsHandler(self.groups)),
+            ApiKey.DELETE_GROUPS: Immediate(DeleteGroupsHandler(self.groups)),
+            ApiKey.OFFSET_FOR_LEADER_EPOCH: Immediate(LeaderEpochsHandler(self.replicas)),
+            ApiKey.ELECT_LEADERS: Background(ElectLeadersHandler(self.admin, self.sync.requests)),
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS: Background(
+                ReassignPartitionsHandler(self.admin, self.sync.requests)
+            ),
         }
 
     # ------------------------------------------------------------ wiring callbacks
@@ -99,6 +149,7 @@ class Broker:
 
     def _partition_changed(self, tp: tuple[str, int]) -> None:
         self.fetch.partition_changed(tp)
+        self.groups.partition_changed(tp)
 
     async def _on_metadata(self, changes: Changes) -> None:
         if changes.topics:
@@ -106,6 +157,7 @@ class Broker:
         await self.controller.on_changes(changes)
 
     def _on_session_state(self, state: ConnectionState) -> None:
+        self.replicas.session_state(state)
         if state is ConnectionState.LOST:
             self.controller.resign()
         elif state is ConnectionState.CONNECTED and self._nursery is not None:
@@ -147,14 +199,19 @@ class Broker:
                 self.zk.add_listener(self._on_session_state)
                 await self.sync.watch_and_load()
                 self.sync.listeners.append(self._on_metadata)
+                self.metadata_observer.baseline()
+                self.sync.listeners.append(self.metadata_observer.on_changes)
+                self.sync.request_listeners.append(self.controller.on_requests)
                 if self.controller.should_campaign():
                     await self.controller.try_elect()
                 await self.replicas.start()
                 nursery.start_soon(self.sync.run)
                 nursery.start_soon(self.controller.run)
                 nursery.start_soon(self.committer.run)
+                nursery.start_soon(self.replicas.run)
                 nursery.start_soon(self.fetch.run_expiry)
                 nursery.start_soon(self._maintenance)
+                nursery.start_soon(self.groups.run)
                 await self._settle()
                 await nursery.start(trio.serve_listeners, self._serve_client, listeners)
                 logger.info(
@@ -165,8 +222,18 @@ class Broker:
                     cluster_id,
                     self.cache.controller_id,
                 )
+                self.serving = True
                 task_status.started(self.port)
                 await stop.wait()
+                self.serving = False
+                if config.controlled_shutdown_enable:
+                    await controlled_shutdown(
+                        self.zk,
+                        config.broker_id,
+                        self.replicas,
+                        self.sync,
+                        config.controlled_shutdown_timeout_ms / 1000.0,
+                    )
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -205,7 +272,11 @@ class Broker:
 
     async def _serve_client(self, stream: trio.SocketStream) -> None:
         await serve_connection(
-            stream, self._handle, self.config.max_request_bytes, self._connection_closed
+            stream,
+            self._handle,
+            self.config.max_request_bytes,
+            self._connection_closed,
+            self.request_stats,
         )
 
     def _handle(self, conn: ClientConnection, message: Any) -> None:
@@ -229,14 +300,19 @@ async def serve(
     embedded_overrides: dict[str, Any] | None = None,
     stop: trio.Event | None = None,
     *,
+    observe: Observability | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a broker until ``stop`` is set (or until cancelled, less gracefully).
 
-    ``task_status.started(port)`` is called once the broker fully serves.
+    ``task_status.started(port)`` is called once the broker fully serves. With
+    ``observe``, the broker's metrics — and its embedded coordinator's — go into its
+    registry, and its health checks (``broker``, ``coordinator``) into its checks.
     """
     if stop is None:
         stop = trio.Event()
+    if observe is not None:
+        observe.health.add("broker", starting_health)
     data_dir = await trio.to_thread.run_sync(DataDir.open, config.data_dir, config.broker_id)
     try:
         async with trio.open_nursery() as nursery:
@@ -244,13 +320,17 @@ async def serve(
                 hosts = config.coordinator
             else:
                 cconfig = embedded_config(config, embedded_overrides or {})
-                cport = await nursery.start(coordinator_serve, cconfig)
+                cport = await nursery.start(partial(coordinator_serve, cconfig, observe=observe))
                 hosts = connect_address(cconfig, cport)
                 logger.info("embedded coordinator listening on %s", hosts)
             zk = AsyncCoordinatorClient(hosts, session_timeout=config.session_timeout_ms / 1000.0)
             await zk.start(nursery)
             try:
-                await Broker(config, zk, data_dir).run(stop, task_status=task_status)
+                broker = Broker(config, zk, data_dir)
+                if observe is not None:
+                    observe.registry.register(BrokerCollector(broker))
+                    observe.health.add("broker", lambda: broker_health(broker))
+                await broker.run(stop, task_status=task_status)
             finally:
                 with trio.CancelScope(shield=True):
                     await zk.close()

@@ -11,6 +11,9 @@ Example::
         admin.alter_topic_config("events", set={"retention.ms": "3600000"})
         print(admin.describe_topic_config("events")["retention.ms"].value)
         print(admin.list_offsets([TopicPartition("events", 0)], "latest"))
+        print(admin.describe_group("billing").members)
+        print(admin.list_group_offsets("billing"))   # committed, log end, lag
+        admin.reset_offsets("billing", "events", to="earliest")  # group must be inactive
         admin.delete_topic("events")
 """
 
@@ -22,7 +25,13 @@ from typing import Any
 
 import trio
 
-from client.async_admin import AsyncAdmin, OffsetSpec
+from client.async_admin import (
+    AsyncAdmin,
+    GroupDescription,
+    GroupListing,
+    GroupOffset,
+    OffsetSpec,
+)
 from client.config import AdminConfig
 from client.io_thread import IoThread
 from client.types import (
@@ -143,6 +152,63 @@ class Admin:
         """Offsets by ``"earliest"``, ``"latest"`` or a ms timestamp."""
         parts = dict(partitions) if isinstance(partitions, Mapping) else list(partitions)
         return self._io.run(lambda: self._async.list_offsets(parts, spec, timeout=timeout))
+
+    def list_groups(
+        self, states: Iterable[str] | None = None, *, timeout: float | None = None
+    ) -> list[GroupListing]:
+        """Every consumer group (optionally only those in ``states``), sorted by id."""
+        wanted = None if states is None else list(states)
+        return self._io.run(lambda: self._async.list_groups(wanted, timeout=timeout))
+
+    def describe_group(self, group_id: str, *, timeout: float | None = None) -> GroupDescription:
+        """State, epochs, assignor and members of a group (GroupIdNotFoundError if none)."""
+        return self._io.run(lambda: self._async.describe_group(group_id, timeout=timeout))
+
+    def delete_group(self, group_id: str, *, timeout: float | None = None) -> None:
+        """Delete a group without members and its offsets (NonEmptyGroupError otherwise)."""
+        self._io.run(lambda: self._async.delete_group(group_id, timeout=timeout))
+
+    def list_group_offsets(
+        self,
+        group_id: str,
+        partitions: Iterable[TopicPartition] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[TopicPartition, GroupOffset]:
+        """Committed offsets with log end offsets and lag, per partition."""
+        wanted = None if partitions is None else list(partitions)
+        return self._io.run(
+            lambda: self._async.list_group_offsets(group_id, wanted, timeout=timeout)
+        )
+
+    def reset_offsets(
+        self,
+        group_id: str,
+        topic: str,
+        *,
+        to: str | None = None,
+        timestamp: int | None = None,
+        offset: int | None = None,
+        partitions: Iterable[int] | None = None,
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Set an inactive group's offsets of ``topic``: ``to="earliest"|"latest"``,
+        ``timestamp=`` (ms) or ``offset=``; the new offsets (NonEmptyGroupError while
+        the group has members)."""
+        chosen = None if partitions is None else list(partitions)
+        return self._io.run(
+            lambda: self._async.reset_offsets(
+                group_id,
+                topic,
+                to=to,
+                timestamp=timestamp,
+                offset=offset,
+                partitions=chosen,
+                dry_run=dry_run,
+                timeout=timeout,
+            )
+        )
 
     def close(self) -> None:
         """Close connections and the I/O thread. Idempotent."""

@@ -1,4 +1,4 @@
-"""The trio admin client: topics, their configs and offsets.
+"""The trio admin client: topics, their configs and offsets, consumer groups.
 
 Example::
 
@@ -14,7 +14,9 @@ Example::
 
 Topic creation, deletion and config changes go to the controller (retried on
 ``NOT_CONTROLLER`` after a metadata refresh); offset lookups go to each
-partition's leader. Server errors raise the ``client.protocol`` classes
+partition's leader; group calls go to the group's coordinator (found with
+FIND_COORDINATOR, retried while it moves or loads), and ``list_groups`` asks
+every broker. Server errors raise the ``client.protocol`` classes
 (``TopicAlreadyExistsError``, ``UnknownTopicOrPartitionError``, ...).
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -32,11 +35,25 @@ from client.async_consumer import list_offsets
 from client.cluster import Cluster
 from client.config import AdminConfig, build_config, parse_bootstrap
 from client.errors import ClientTimeoutError, NoBrokersAvailableError, ResponseTimeoutError
+from client.group_membership import (
+    STATIC_LEAVE_EPOCH,
+    ClusterTransport,
+    CommitFailedError,
+    CoordinatorLink,
+    commit_offsets,
+    fetch_committed,
+    response_error,
+)
 from client.protocol import (
     EARLIEST_TIMESTAMP,
     ERRORS,
     LATEST_TIMESTAMP,
     ApiKey,
+    CoordinatorNotAvailableError,
+    GroupIdNotFoundError,
+    NonEmptyGroupError,
+    NotCoordinatorError,
+    UnknownMemberIdError,
     UnknownTopicOrPartitionError,
 )
 from client.types import (
@@ -66,6 +83,14 @@ def check_topic_name(name: Any) -> str:
     return name
 
 
+def _entry_of(answer: Any, group_id: str) -> Mapping[str, Any]:
+    for entry in answer.get("groups") or ():
+        if entry.get("group_id") == group_id:
+            result: Mapping[str, Any] = entry
+            return result
+    raise ConnectionLostError(f"the coordinator's answer does not mention group {group_id!r}")
+
+
 def _check_configs(config: Mapping[str, Any] | None) -> dict[str, str]:
     if config is None:
         return {}
@@ -92,6 +117,106 @@ def _offset_spec(spec: OffsetSpec) -> int:
     if type(spec) is int and (spec >= 0 or spec in (EARLIEST_TIMESTAMP, LATEST_TIMESTAMP)):
         return spec
     raise ValueError(f"an offset spec is 'earliest', 'latest' or a ms timestamp, got {spec!r}")
+
+
+GROUP_STATES = ("empty", "assigning", "reconciling", "stable")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupListing:
+    """A consumer group as ``list_groups`` returns it: its id and state ("empty",
+    "assigning", "reconciling" or "stable")."""
+
+    group_id: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDescription:
+    """One member of a consumer group: who it is, what it subscribes to, what it owns
+    (``assignment``), what it is giving up (``pending_revocation``) and what the
+    coordinator wants it to own (``target_assignment``)."""
+
+    member_id: str
+    instance_id: str | None
+    client_id: str
+    client_host: str
+    rack_id: str | None
+    member_epoch: int
+    state: str
+    subscribed_topics: tuple[str, ...]
+    subscribed_pattern: str | None
+    assignment: frozenset[TopicPartition]
+    pending_revocation: frozenset[TopicPartition]
+    target_assignment: frozenset[TopicPartition]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """A consumer group as ``describe_group`` returns it: state, epochs, the assignor
+    in use and the members."""
+
+    group_id: str
+    state: str
+    group_epoch: int
+    assignment_epoch: int
+    assignor: str
+    members: tuple[MemberDescription, ...]
+
+    def owner(self, partition: TopicPartition) -> MemberDescription | None:
+        """The member that owns ``partition`` now (or is revoking it), if any."""
+        for member in self.members:
+            if partition in member.assignment or partition in member.pending_revocation:
+                return member
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOffset:
+    """A group's committed offset of one partition (None: nothing committed), its
+    metadata, the partition's log end offset (None: unknown, e.g. the topic is gone)
+    and the lag between them."""
+
+    offset: int | None
+    metadata: str
+    log_end_offset: int | None
+
+    @property
+    def lag(self) -> int | None:
+        """Records between the committed offset and the log end (None if either is
+        unknown)."""
+        if self.offset is None or self.log_end_offset is None:
+            return None
+        return max(0, self.log_end_offset - self.offset)
+
+
+def _check_group_id(group_id: Any) -> str:
+    if not isinstance(group_id, str) or not group_id:
+        raise ValueError(f"a group id must be a non-empty str, got {group_id!r}")
+    return group_id
+
+
+def _assignment(raw: Any) -> frozenset[TopicPartition]:
+    return frozenset(
+        TopicPartition(str(e["topic"]), int(p)) for e in raw or () for p in e["partitions"]
+    )
+
+
+def _member(raw: Mapping[str, Any]) -> MemberDescription:
+    return MemberDescription(
+        member_id=str(raw["member_id"]),
+        instance_id=raw.get("instance_id"),
+        client_id=str(raw.get("client_id") or ""),
+        client_host=str(raw.get("client_host") or ""),
+        rack_id=raw.get("rack_id"),
+        member_epoch=int(raw["member_epoch"]),
+        state=str(raw.get("state") or ""),
+        subscribed_topics=tuple(raw.get("subscribed_topic_names") or ()),
+        subscribed_pattern=raw.get("subscribed_topic_regex") or None,
+        assignment=_assignment(raw.get("assignment")),
+        pending_revocation=_assignment(raw.get("pending_revocation")),
+        target_assignment=_assignment(raw.get("target_assignment")),
+    )
 
 
 class AsyncAdmin:
@@ -423,3 +548,260 @@ class AsyncAdmin:
         if not self._started:
             raise RuntimeError("start the admin client first (async with / start())")
         return await list_offsets(self.cluster, req, self._timeout(timeout), self._retry_backoff)
+
+    # -- consumer groups --------------------------------------------------------------------
+
+    def _group_link(self, group_id: str) -> CoordinatorLink:
+        if not self._started:
+            raise RuntimeError("start the admin client first (async with / start())")
+        return CoordinatorLink(
+            ClusterTransport(self.cluster),
+            group_id,
+            request_timeout=self.config.request_timeout_ms / 1000.0,
+            retry_backoff=self._retry_backoff,
+            retry_backoff_max=self.config.retry_backoff_max_ms / 1000.0,
+        )
+
+    async def _group_entry(
+        self, group_id: str, api: int, payload: dict[str, Any], timeout: float
+    ) -> Mapping[str, Any]:
+        """The entry of ``group_id`` in a DESCRIBE/DELETE answer of its coordinator,
+        retried while the coordinator moves, loads or cannot be reached."""
+        link = self._group_link(group_id)
+        last: BaseException | None = None
+        failures = 0
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    answer = await link.call(api, payload)
+                    entry = _entry_of(answer, group_id)
+                    error = response_error(entry)
+                    if error is None:
+                        return entry
+                    if isinstance(error, NotCoordinatorError | CoordinatorNotAvailableError):
+                        link.reset()
+                    raise error
+                except (ConnectionLostError, ResponseTimeoutError) as exc:
+                    last = exc
+                except ServerError as exc:
+                    if not exc.retriable:
+                        raise
+                    last = exc
+                failures += 1
+                await trio.sleep(min(1.0, self._retry_backoff * 2 ** (failures - 1)))
+        raise ClientTimeoutError(f"group {group_id}: no answer from its coordinator: {last}")
+
+    async def list_groups(
+        self, states: Iterable[str] | None = None, *, timeout: float | None = None
+    ) -> list[GroupListing]:
+        """Every consumer group of the cluster (each broker lists those it coordinates),
+        sorted by id; ``states`` keeps only groups in those states ("empty",
+        "assigning", "reconciling", "stable")."""
+        wanted = sorted({s.lower() for s in states or ()})
+        for state in wanted:
+            if state not in GROUP_STATES:
+                raise ValueError(f"unknown group state {state!r}; one of {GROUP_STATES}")
+        if not self._started:
+            raise RuntimeError("start the admin client first (async with / start())")
+        t = self._timeout(timeout)
+        out: dict[str, GroupListing] = {}
+        last: BaseException | None = None
+        with trio.move_on_after(t):
+            await self._metadata([])
+            todo = sorted(self.cluster.metadata.brokers)
+            while todo:
+                node = todo[0]
+                try:
+                    answer = await self.cluster.call(
+                        node, ApiKey.LIST_GROUPS, {"states_filter": wanted}
+                    )
+                    self._raise_for(answer)
+                except (ConnectionLostError, ResponseTimeoutError) as exc:
+                    last = exc
+                except ServerError as exc:
+                    if not exc.retriable:
+                        raise
+                    last = exc
+                else:
+                    for g in answer.get("groups") or ():
+                        out[g["group_id"]] = GroupListing(g["group_id"], g["group_state"])
+                    todo.pop(0)
+                    continue
+                await trio.sleep(self._retry_backoff)
+            return [out[g] for g in sorted(out)]
+        raise ClientTimeoutError(f"listing the groups did not complete in {t}s: {last}")
+
+    async def describe_group(
+        self, group_id: str, *, timeout: float | None = None
+    ) -> GroupDescription:
+        """The group's state, epochs, assignor and members with their assignments.
+        Raises GroupIdNotFoundError if there is no such group."""
+        _check_group_id(group_id)
+        entry = await self._group_entry(
+            group_id,
+            ApiKey.CONSUMER_GROUP_DESCRIBE,
+            {"group_ids": [group_id]},
+            self._timeout(timeout),
+        )
+        return GroupDescription(
+            group_id=group_id,
+            state=str(entry["group_state"]),
+            group_epoch=int(entry["group_epoch"]),
+            assignment_epoch=int(entry["assignment_epoch"]),
+            assignor=str(entry.get("assignor_name") or ""),
+            members=tuple(_member(m) for m in entry.get("members") or ()),
+        )
+
+    async def delete_group(self, group_id: str, *, timeout: float | None = None) -> None:
+        """Delete a group without members, with its committed offsets. Raises
+        NonEmptyGroupError while it has members, GroupIdNotFoundError if unknown."""
+        _check_group_id(group_id)
+        await self._group_entry(
+            group_id, ApiKey.DELETE_GROUPS, {"groups": [group_id]}, self._timeout(timeout)
+        )
+
+    async def list_group_offsets(
+        self,
+        group_id: str,
+        partitions: Iterable[TopicPartition] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[TopicPartition, GroupOffset]:
+        """The group's committed offsets with each partition's log end offset and the
+        lag: of every partition it committed for, or of ``partitions`` (whose
+        ``offset`` is None where nothing is committed). Sorted by partition."""
+        _check_group_id(group_id)
+        wanted = None if partitions is None else [as_topic_partition(p) for p in partitions]
+        t = self._timeout(timeout)
+        try:
+            committed = await fetch_committed(self._group_link(group_id), wanted, timeout=t)
+        except trio.TooSlowError:
+            raise ClientTimeoutError(
+                f"group {group_id}: committed offsets did not arrive in {t}s"
+            ) from None
+        if wanted is None:
+            committed = {tp: om for tp, om in committed.items() if om is not None}
+        ends = await self._log_ends(committed, t)
+        return {
+            tp: GroupOffset(
+                None if om is None else om.offset,
+                "" if om is None else om.metadata,
+                ends.get(tp),
+            )
+            for tp, om in sorted(committed.items())
+        }
+
+    async def _log_ends(
+        self, partitions: Iterable[TopicPartition], timeout: float
+    ) -> dict[TopicPartition, int]:
+        """Log end offsets of the partitions that exist (others are left out)."""
+        tps = set(partitions)
+        if not tps:
+            return {}
+        await self._metadata(sorted({tp.topic for tp in tps}))
+        md = self.cluster.metadata
+        live = {tp: LATEST_TIMESTAMP for tp in tps if md.partition_info(tp) is not None}
+        found = await list_offsets(self.cluster, live, timeout, self._retry_backoff)
+        return {tp: v.offset for tp, v in found.items()}
+
+    async def reset_offsets(
+        self,
+        group_id: str,
+        topic: str,
+        *,
+        to: str | None = None,
+        timestamp: int | None = None,
+        offset: int | None = None,
+        partitions: Iterable[int] | None = None,
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> dict[TopicPartition, int]:
+        """Set the group's committed offsets of ``topic`` (all its partitions, or those
+        numbered in ``partitions``): ``to="earliest"`` or ``"latest"``, ``timestamp``
+        (ms: the first offset at or after it, the log end where none is), or
+        ``offset`` (clamped to each partition's earliest..latest). Returns the new
+        offsets; ``dry_run`` only computes them.
+
+        Only for a group without members: NonEmptyGroupError names the active members
+        otherwise (stop the consumers first). UnknownTopicOrPartitionError if the topic
+        or a partition does not exist."""
+        _check_group_id(group_id)
+        check_topic_name(topic)
+        given = [v for v in (to, timestamp, offset) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of to=, timestamp= and offset=")
+        if to is not None and to not in ("earliest", "latest"):
+            raise ValueError(f"to must be 'earliest' or 'latest', got {to!r}")
+        for label, value in (("timestamp", timestamp), ("offset", offset)):
+            if value is not None and (type(value) is not int or value < 0):
+                raise ValueError(f"{label} must be a non-negative int, got {value!r}")
+        t = self._timeout(timeout)
+        await self._check_inactive(group_id, t)
+        described = await self.describe_topic(topic)
+        numbers = [p.partition for p in described.partitions]
+        if partitions is not None:
+            chosen = sorted(set(partitions))
+            missing = [p for p in chosen if p not in numbers]
+            if missing:
+                raise UnknownTopicOrPartitionError(
+                    f"{topic} has no partition {', '.join(map(str, missing))}"
+                )
+            numbers = chosen
+        tps = [TopicPartition(topic, p) for p in numbers]
+        latest = await self.list_offsets(tps, "latest", timeout=t)
+        new: dict[TopicPartition, int]
+        if to == "latest":
+            new = {tp: latest[tp].offset for tp in tps}
+        elif to == "earliest":
+            found = await self.list_offsets(tps, "earliest", timeout=t)
+            new = {tp: found[tp].offset for tp in tps}
+        elif timestamp is not None:
+            found = await self.list_offsets(tps, timestamp, timeout=t)
+            new = {
+                tp: found[tp].offset if found[tp].offset >= 0 else latest[tp].offset for tp in tps
+            }
+        else:
+            earliest = await self.list_offsets(tps, "earliest", timeout=t)
+            wanted = offset if offset is not None else 0
+            new = {tp: min(max(wanted, earliest[tp].offset), latest[tp].offset) for tp in tps}
+        if dry_run:
+            return new
+        try:
+            await commit_offsets(self._group_link(group_id), new, timeout=t)
+        except trio.TooSlowError:
+            raise ClientTimeoutError(
+                f"group {group_id}: the reset did not complete in {t}s"
+            ) from None
+        except CommitFailedError as exc:
+            if any(isinstance(e, UnknownMemberIdError) for e in exc.errors.values()):
+                raise NonEmptyGroupError(
+                    f"group {group_id!r} has active members: stop its consumers. Offsets "
+                    "can only be reset while the group has no members"
+                ) from exc
+            raise
+        return new
+
+    async def _check_inactive(self, group_id: str, timeout: float) -> None:
+        """NonEmptyGroupError if the group has members (an unknown group is fine)."""
+        try:
+            group = await self.describe_group(group_id, timeout=timeout)
+        except GroupIdNotFoundError:
+            return
+        if not group.members:
+            return
+        active = [m.member_id for m in group.members if m.member_epoch != STATIC_LEAVE_EPOCH]
+        away = [m.instance_id or m.member_id for m in group.members if m.member_id not in active]
+        reasons = []
+        if active:
+            reasons.append(
+                f"{len(active)} active member(s) ({', '.join(active)}): stop its consumers"
+            )
+        if away:
+            reasons.append(
+                f"{len(away)} static member(s) that left temporarily (instance "
+                f"{', '.join(away)}): kept until the group session timeout expires"
+            )
+        raise NonEmptyGroupError(
+            f"group {group_id!r} has {'; and '.join(reasons)}. Offsets can only be reset "
+            "while the group has no members"
+        )

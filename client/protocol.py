@@ -59,7 +59,8 @@ Consumer groups (DESIGN §7; the membership api is KIP-848's, with topic names):
 FIND_COORDINATOR (10) {key: group_id, key_type: 0}
                    -> {error_code, error_message, node_id, host, port}
                    The coordinator of group g leads partition
-                   group_partition(g, N) of ``__consumer_offsets``.
+                   broker.groups.group_partition(g, N) of ``__consumer_offsets``
+                   (Kafka's abs(javaHashCode(g)) % N).
 OFFSET_COMMIT (8)  {group_id, member_id ("" = not a member: only allowed while
                     the group has no members, e.g. admin resets or manual
                     assignment), member_epoch (-1 with member_id ""),
@@ -83,9 +84,9 @@ CONSUMER_GROUP_HEARTBEAT (68)
                    {group_id, member_id ("" to join: the coordinator assigns
                     one), member_epoch (0 = join, -1 = leave, -2 = static
                     member leaving temporarily), instance_id (str | nil),
-                    rack_id, rebalance_timeout_ms,
-                    subscribed_topic_names ([str] | nil = unchanged),
-                    subscribed_topic_regex (str | nil = unchanged),
+                    rack_id, client_id (optional), rebalance_timeout_ms
+                    (-1 = unchanged), subscribed_topic_names ([str] | nil = unchanged),
+                    subscribed_topic_regex (str | nil = unchanged, "" = none),
                     server_assignor ("uniform" | "range" | nil),
                     topic_partitions ([{topic, partitions: [int]}] owned now |
                     nil = unchanged)}
@@ -99,10 +100,37 @@ CONSUMER_GROUP_DESCRIBE (69) {group_ids: [str]}
                        group_state ("empty" | "assigning" | "reconciling" |
                        "stable" | "dead"), group_epoch, assignment_epoch,
                        assignor_name, members: [{member_id, instance_id,
-                       client_id, client_host, member_epoch,
+                       rack_id, client_id, client_host, member_epoch, state,
                        subscribed_topic_names, subscribed_topic_regex,
                        assignment: [{topic, partitions}],
+                       pending_revocation: [{topic, partitions}],
                        target_assignment: [{topic, partitions}]}]}]}
+
+Replication (DESIGN §8; see broker/replication and docs/operations.md):
+
+OFFSET_FOR_LEADER_EPOCH (23)
+                   {replica_id, topics: [{topic, partitions: [{partition,
+                    current_leader_epoch (-1 = unchecked), leader_epoch}]}]}
+                   -> {topics: [{topic, partitions: [{partition, error_code,
+                       error_message, leader_epoch, end_offset}]}]}
+                   The largest epoch <= leader_epoch in the leader's log and
+                   the offset where it ends (KIP-101/279); a follower truncates
+                   its log there. Answered by the leader only.
+FETCH with replica_id >= 0 is a follower's: it reads up to the log end, and its
+                   fetch_offset tells the leader the follower's log end.
+ELECT_LEADERS (43) {election_type: 0 (preferred), topic_partitions:
+                    [{topic, partitions: [int]}] | nil (all), timeout_ms}
+                   -> {topics: [{topic, partitions: [{partition, error_code,
+                       error_message}]}]}
+                   ELECTION_NOT_NEEDED when the preferred replica leads already,
+                   PREFERRED_LEADER_NOT_AVAILABLE when it is dead or out of sync.
+ALTER_PARTITION_REASSIGNMENTS (45)
+                   {timeout_ms, topics: [{topic, partitions: [{partition,
+                    replicas: [int]}]}]}
+                   -> {topics: [{topic, partitions: [{partition, error_code,
+                       error_message}]}]}
+                   Answered when the move is complete (REQUEST_TIMED_OUT after
+                   timeout_ms; it still completes).
 """
 
 from __future__ import annotations
@@ -131,6 +159,9 @@ class ApiKey(IntEnum):
     DELETE_GROUPS = 42
     CONSUMER_GROUP_HEARTBEAT = 68
     CONSUMER_GROUP_DESCRIBE = 69
+    OFFSET_FOR_LEADER_EPOCH = 23
+    ELECT_LEADERS = 43
+    ALTER_PARTITION_REASSIGNMENTS = 45
 
 
 # Highest version of each api this code speaks (the broker must route every one).
@@ -147,6 +178,16 @@ API_VERSIONS: dict[int, int] = {
         ApiKey.INIT_PRODUCER_ID,
         ApiKey.DESCRIBE_CONFIGS,
         ApiKey.ALTER_CONFIGS,
+        ApiKey.OFFSET_COMMIT,
+        ApiKey.OFFSET_FETCH,
+        ApiKey.FIND_COORDINATOR,
+        ApiKey.LIST_GROUPS,
+        ApiKey.DELETE_GROUPS,
+        ApiKey.CONSUMER_GROUP_HEARTBEAT,
+        ApiKey.CONSUMER_GROUP_DESCRIBE,
+        ApiKey.OFFSET_FOR_LEADER_EPOCH,
+        ApiKey.ELECT_LEADERS,
+        ApiKey.ALTER_PARTITION_REASSIGNMENTS,
     )
 }
 
@@ -387,6 +428,43 @@ class UnknownLeaderEpochError(BrokerError):
     kafka_code = 75
     name = "UNKNOWN_LEADER_EPOCH"
     retriable = True
+
+
+@ERRORS.register
+class InvalidReplicaAssignmentError(BrokerError):
+    """A replica list that is empty, repeats a broker or names an unknown one."""
+
+    code = 139
+    kafka_code = 39
+    name = "INVALID_REPLICA_ASSIGNMENT"
+
+
+@ERRORS.register
+class ReassignmentInProgressError(BrokerError):
+    """The partition is being reassigned already."""
+
+    code = 160
+    kafka_code = 60
+    name = "REASSIGNMENT_IN_PROGRESS"
+
+
+@ERRORS.register
+class PreferredLeaderNotAvailableError(BrokerError):
+    """The preferred replica is not alive and in sync."""
+
+    code = 180
+    kafka_code = 80
+    name = "PREFERRED_LEADER_NOT_AVAILABLE"
+    retriable = True
+
+
+@ERRORS.register
+class ElectionNotNeededError(BrokerError):
+    """The preferred replica leads already."""
+
+    code = 184
+    kafka_code = 84
+    name = "ELECTION_NOT_NEEDED"
 
 
 @ERRORS.register

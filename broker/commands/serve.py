@@ -5,6 +5,11 @@ Every BrokerConfig field is also a flag (``--segment-bytes`` for
 booleans; ``--id`` is short for ``--broker-id``). Flags override the
 ``--config`` TOML file, which overrides the defaults. The line
 ``broker <id> listening on HOST:PORT`` is printed once the broker fully serves.
+
+With ``--metrics-port`` the process also serves /metrics and /health over HTTP
+(the broker's and its embedded coordinator's; client.observability) and prints
+``metrics listening on HOST:PORT`` after the ready line; ``--log-json`` turns
+the log into JSON lines.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import trio
 from broker.config import BrokerConfig, ConfigError, field_docs, field_type, load_toml
 from broker.data_dir import DataDirError
 from broker.server import serve
+from client.observability import Observability, configure_logging
 from coordinator.errors import CoordinatorError
 
 logger = logging.getLogger("broker")
@@ -71,11 +77,21 @@ def config_from_args(args: argparse.Namespace) -> tuple[BrokerConfig, dict[str, 
 
 async def _main(config: BrokerConfig, embedded: dict[str, Any]) -> None:
     stop = trio.Event()
+    observe = Observability() if config.metrics_port >= 0 else None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, signals, stop, nursery.cancel_scope)
-            port = await nursery.start(_serve, config, embedded, stop, nursery.cancel_scope)
+            metrics_port: int | None = None
+            if observe is not None:
+                # Listening from the start, so /health answers 503 until the broker serves.
+                endpoint = observe.server(config.host, config.metrics_port)
+                metrics_port = await nursery.start(endpoint.run)
+            port = await nursery.start(
+                _serve, config, embedded, stop, nursery.cancel_scope, observe
+            )
             print(f"broker {config.broker_id} listening on {config.host}:{port}", flush=True)
+            if metrics_port is not None:
+                print(f"metrics listening on {config.host}:{metrics_port}", flush=True)
 
 
 async def _on_signals(signals: Any, stop: trio.Event, scope: trio.CancelScope) -> None:
@@ -94,11 +110,12 @@ async def _serve(
     embedded: dict[str, Any],
     stop: trio.Event,
     done: trio.CancelScope,
+    observe: Observability | None,
     *,
     task_status: trio.TaskStatus[int],
 ) -> None:
     try:
-        await serve(config, embedded, stop, task_status=task_status)
+        await serve(config, embedded, stop, observe=observe, task_status=task_status)
     finally:
         done.cancel()  # the broker is down: stop listening for signals too
 
@@ -110,11 +127,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"broker serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_json)
     try:
         trio.run(_main, config, embedded)
     except (ConfigError, DataDirError) as exc:

@@ -1,4 +1,5 @@
-"""``broker topics create|delete|list|describe`` (Kafka's kafka-topics.sh), on the Admin client."""
+"""``broker topics create|delete|list|describe|reassign`` (Kafka's kafka-topics.sh and
+kafka-reassign-partitions.sh), on the Admin client."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from broker.commands.common import (
 )
 from client.admin import Admin
 from client.protocol import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+from client.types import PartitionInfo, TopicPartition
 from client.wire import ServerError
 
 PROG = "broker topics"
@@ -48,15 +50,41 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
     describe = actions.add_parser("describe", help="partitions, leaders, replicas and configs")
     describe.add_argument("topics", nargs="*", metavar="topic", help="default: every topic")
+    describe.add_argument(
+        "--under-replicated",
+        action="store_true",
+        help="only partitions whose ISR is smaller than their replica list",
+    )
+    describe.add_argument(
+        "--unavailable", action="store_true", help="only partitions without a leader"
+    )
 
-    for p in (create, delete, listing, describe):
+    reassign = actions.add_parser(
+        "reassign", help="move a partition to a new list of replicas (the first one leads)"
+    )
+    reassign.add_argument("topic")
+    reassign.add_argument("--partition", type=int, required=True)
+    reassign.add_argument(
+        "--replicas", required=True, metavar="ID,ID,...", help="the new replica list, e.g. 2,0,1"
+    )
+    reassign.add_argument(
+        "--timeout-ms", type=int, default=60_000, help="how long to wait for the move"
+    )
+
+    for p in (create, delete, listing, describe, reassign):
         add_bootstrap(p)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    actions = {"create": _create, "delete": _delete, "list": _list, "describe": _describe}
+    actions = {
+        "create": _create,
+        "delete": _delete,
+        "list": _list,
+        "describe": _describe,
+        "reassign": _reassign,
+    }
     return run_client(PROG, lambda: _with_admin(args, actions[args.action]))
 
 
@@ -112,8 +140,18 @@ def _list(admin: Admin, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _wanted(args: argparse.Namespace, p: PartitionInfo) -> bool:
+    """Whether ``describe``'s filters keep partition ``p`` (no filter keeps all)."""
+    if not args.under_replicated and not args.unavailable:
+        return True
+    return (args.under_replicated and len(p.isr) < len(p.replicas)) or (
+        args.unavailable and p.leader < 0
+    )
+
+
 def _describe(admin: Admin, args: argparse.Namespace) -> int:
     failed = False
+    filtered = args.under_replicated or args.unavailable
     for name in args.topics or admin.list_topics(internal=True):
         try:
             topic = admin.describe_topic(name)
@@ -129,11 +167,14 @@ def _describe(admin: Admin, args: argparse.Namespace) -> int:
         )
         parts = topic.partitions
         factor = len(parts[0].replicas) if parts else 0
-        print(
-            f"Topic: {name}\tPartitionCount: {len(parts)}\t"
-            f"ReplicationFactor: {factor}\tConfigs: {overrides}"
-        )
+        if not filtered:
+            print(
+                f"Topic: {name}\tPartitionCount: {len(parts)}\t"
+                f"ReplicationFactor: {factor}\tConfigs: {overrides}"
+            )
         for p in parts:
+            if not _wanted(args, p):
+                continue
             print(
                 f"\tTopic: {name}\tPartition: {p.partition}\t"
                 f"Leader: {p.leader if p.leader >= 0 else 'none'}\t"
@@ -142,3 +183,20 @@ def _describe(admin: Admin, args: argparse.Namespace) -> int:
                 f"Isr: {','.join(map(str, p.isr))}"
             )
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _reassign(admin: Admin, args: argparse.Namespace) -> int:
+    try:
+        replicas = [int(r) for r in args.replicas.split(",") if r.strip()]
+    except ValueError:
+        raise ToolError(f"--replicas {args.replicas!r}: expected ID,ID,...", EXIT_USAGE) from None
+    if args.partition < 0 or not replicas:
+        raise ToolError("--partition must be >= 0 and --replicas non-empty", EXIT_USAGE)
+    tp = TopicPartition(args.topic, args.partition)
+    outcome = admin.reassign_partitions({tp: replicas}, timeout=args.timeout_ms / 1000.0)
+    error = outcome.get(tp)
+    if error is not None:
+        report(PROG, error)
+        return EXIT_FAILED
+    print(f"Reassigned {args.topic}-{args.partition} to replicas {','.join(map(str, replicas))}.")
+    return EXIT_OK

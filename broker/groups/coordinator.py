@@ -391,10 +391,9 @@ class GroupCoordinator:
 
     def when_durable(self, partitions: list[Partition], finish: Callable[[], None]) -> bool:
         """Arrange for ``finish()`` once everything appended so far to ``partitions`` is
-        durable: True if it will be called later, False if that is so already."""
-        if all(p.high_watermark >= p.log_end_offset for p in partitions):
-            return False
-        return self.committer.after_durable(finish)
+        committed (on every ISR member, fsynced by this leader under group commit, as an
+        acks=all produce): True if it will be called later, False if that is so already."""
+        return self.replicas.when_committed(partitions, finish)
 
     def respond_when_durable(
         self, loaded: LoadedShard, conn: ClientConnection, xid: int, response: dict[str, Any]

@@ -13,6 +13,12 @@ whole response (capped by the broker's fetch_max_bytes); the first batch of the
 first partition with data is returned even if it is larger, so a consumer
 always makes progress (as Kafka does). Consumers read below the high
 watermark; a follower (``replica_id`` >= 0) reads up to the log end.
+
+A follower's fetch (broker.replication) is also its progress report: its
+``fetch_offset`` is its log end, which the leader records before reading — that
+may move the high watermark (waking consumers and acks=all produces) and bring
+the follower back into the ISR. Followers park in a purgatory of their own,
+woken by appends to the leader's log rather than by the high watermark.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from broker.fetch_purgatory import FetchPurgatory
 from broker.replica_manager import ReplicaManager
 from client.protocol import (
     FencedLeaderEpochError,
+    NotLeaderOrFollowerError,
     UnknownLeaderEpochError,
 )
 from client.wire import InternalServerError, Payload, ServerError
@@ -51,6 +58,7 @@ class PendingFetch:
         "min_bytes",
         "partitions",
         "replica",
+        "replica_id",
         "topics",
         "xid",
     )
@@ -67,6 +75,7 @@ class PendingFetch:
         self.conn = conn
         self.xid = xid
         self.replica = replica
+        self.replica_id = -1
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
         # [(topic, [(partition, fetch_offset, partition_max_bytes, leader_epoch)])]
@@ -80,8 +89,12 @@ class FetchHandler:
         self.replicas = replicas
         self.fetch_max_bytes = fetch_max_bytes
         self.purgatory: FetchPurgatory[PendingFetch] = FetchPurgatory()
+        # Followers' fetches, woken by appends (they read up to the log end).
+        self.replica_purgatory: FetchPurgatory[PendingFetch] = FetchPurgatory()
         self._by_conn: dict[ClientConnection, set[PendingFetch]] = {}
         self._rearm = trio.lowlevel.ParkingLot()
+        replicas.append_listeners.append(self.appended)
+        replicas.visible_listeners.append(self.visible)
 
     # ------------------------------------------------------------ requests
 
@@ -111,6 +124,9 @@ class FetchHandler:
                 )
             topics.append((name, entries))
         fetch = PendingFetch(conn, xid, replica_id >= 0, min_bytes, max_bytes, topics)
+        fetch.replica_id = replica_id
+        if fetch.replica:
+            self._follower_progress(fetch)
         response, total, failed = self._read(fetch)
         if failed or max_wait_ms == 0 or total >= min_bytes or not fetch.partitions:
             return response
@@ -118,9 +134,39 @@ class FetchHandler:
         self._park(fetch, min_bytes - total)
         return None
 
+    def _follower_progress(self, fetch: PendingFetch) -> None:
+        """Record each partition's fetch offset as the follower's log end (leader side)."""
+        replicas = self.replicas
+        for name, entries in fetch.topics:
+            for index, offset, _, epoch in entries:
+                partition = replicas.partitions.get((name, index))
+                if partition is None or not partition.is_leader:
+                    continue  # _read answers the error
+                if epoch > partition.leader_epoch:
+                    replicas.saw_newer_epoch(partition, epoch)
+                    continue
+                if epoch >= 0 and epoch != partition.leader_epoch:
+                    continue
+                if fetch.replica_id not in partition.replicas or offset > partition.log_end_offset:
+                    continue  # not a replica, or a log that diverged: no progress to record
+                gained = replicas.follower_fetched(partition, fetch.replica_id, offset)
+                if gained:
+                    self.visible(partition.key, gained)
+
+    def _purgatory_of(self, fetch: PendingFetch) -> FetchPurgatory[PendingFetch]:
+        return self.replica_purgatory if fetch.replica else self.purgatory
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [
+            d
+            for d in (self.purgatory.next_deadline(), self.replica_purgatory.next_deadline())
+            if d is not None
+        ]
+        return min(deadlines) if deadlines else None
+
     def _park(self, fetch: PendingFetch, needed: int) -> None:
-        earliest = self.purgatory.next_deadline()
-        self.purgatory.park(fetch, fetch.partitions, needed, fetch.deadline)
+        earliest = self._next_deadline()
+        self._purgatory_of(fetch).park(fetch, fetch.partitions, needed, fetch.deadline)
         self._by_conn.setdefault(fetch.conn, set()).add(fetch)
         if earliest is None or fetch.deadline < earliest:
             self._rearm.unpark_all()
@@ -138,6 +184,10 @@ class FetchHandler:
             for index, offset, part_max, epoch in entries:
                 try:
                     partition = lookup(name, index)
+                    if fetch.replica and fetch.replica_id not in partition.replicas:
+                        raise NotLeaderOrFollowerError(
+                            f"broker {fetch.replica_id} is not a replica of {name}-{index}"
+                        )
                     if epoch >= 0 and epoch != partition.leader_epoch:
                         if epoch < partition.leader_epoch:
                             raise FencedLeaderEpochError(
@@ -188,14 +238,21 @@ class FetchHandler:
         for fetch in self.purgatory.visible(tp, nbytes):
             self._complete(fetch, final=False)
 
+    def appended(self, tp: TopicPartition) -> None:
+        """The leader's log of ``tp`` grew: followers parked on it read again."""
+        for fetch in self.replica_purgatory.wake_partition(tp):
+            self._complete(fetch, final=False)
+
     def partition_changed(self, tp: TopicPartition) -> None:
         """Leadership of ``tp`` changed, or it was removed: parked fetches answer now."""
         for fetch in self.purgatory.wake_partition(tp):
             self._complete(fetch)
+        for fetch in self.replica_purgatory.wake_partition(tp):
+            self._complete(fetch)
 
     def connection_closed(self, conn: ClientConnection) -> None:
         for fetch in self._by_conn.pop(conn, ()):
-            self.purgatory.cancel(fetch)
+            self._purgatory_of(fetch).cancel(fetch)
 
     def _complete(self, fetch: PendingFetch, *, final: bool = True) -> None:
         """Answer a fetch taken out of the purgatory. Woken by new bytes (not ``final``),
@@ -221,15 +278,17 @@ class FetchHandler:
 
     async def run_expiry(self) -> None:
         """The one task that answers parked fetches at their deadline."""
-        purgatory = self.purgatory
         while True:
-            deadline = purgatory.next_deadline()
+            deadline = self._next_deadline()
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 await self._rearm.park()
-            for fetch in purgatory.expire(trio.current_time()):
-                self._complete(fetch)
+            now = trio.current_time()
+            for purgatory in (self.purgatory, self.replica_purgatory):
+                for fetch in purgatory.expire(now):
+                    self._complete(fetch)
 
     def shutdown(self) -> None:
         """Answer every parked fetch now (with whatever is there)."""
-        for fetch in self.purgatory.wake_all():
-            self._complete(fetch)
+        for purgatory in (self.purgatory, self.replica_purgatory):
+            for fetch in purgatory.wake_all():
+                self._complete(fetch)

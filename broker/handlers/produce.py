@@ -7,10 +7,16 @@ record is ever decoded.
 
 - acks=0: no response at all; if a partition failed, the connection is closed
   (as Kafka does) so the producer notices and refreshes its metadata.
-- acks=1: answered once the batches are in the log (the page cache).
-- acks=-1 (all): with the group-commit flush policy, answered once the
-  committer's next fsync covers the append; with the interval policy, at once
-  (the single replica is the whole ISR).
+- acks=1: answered once the batches are in the leader's log (the page cache).
+- acks=-1 (all): refused with NOT_ENOUGH_REPLICAS when the ISR is smaller than
+  min.insync.replicas; otherwise answered once the high watermark passes the
+  batches — every ISR member has them and, with the group-commit flush policy,
+  the leader's fsync covers them (broker.replication.produce_acks) — or with
+  REQUEST_TIMED_OUT after ``timeout_ms``.
+
+A broker writes only while it holds its leadership lease
+(broker.replication.lease): otherwise NOT_LEADER_OR_FOLLOWER, and the producer
+retries after refreshing its metadata.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from broker.topic_names import topic_name_problem
 from client.protocol import (
     InvalidRequiredAcksError,
     InvalidTopicError,
-    KafkaStorageError,
     NotEnoughReplicasError,
     UnknownTopicOrPartitionError,
 )
@@ -44,12 +49,12 @@ class ProduceHandler:
         acks = p.integer("acks")
         if acks not in (0, 1, -1):
             raise InvalidRequiredAcksError(f"acks must be 0, 1 or -1, got {acks}")
-        p.integer("timeout_ms", 30_000, lo=0, hi=_INT32_MAX)
+        timeout_ms = p.integer("timeout_ms", 30_000, lo=0, hi=_INT32_MAX)
         topics = p.array("topics")
         now_ms = time.time_ns() // 1_000_000
         replicas = self.replicas
         touched: dict[Partition, None] = {}
-        entries: list[tuple[Partition, dict[str, Any]]] = []
+        entries: list[tuple[Partition, int, dict[str, Any]]] = []
         out_topics: list[dict[str, Any]] = []
         failed = False
         try:
@@ -63,7 +68,7 @@ class ProduceHandler:
                     index = pp.integer("partition")
                     records = pp.blob("records")
                     try:
-                        partition = replicas.leader(name, index)
+                        partition = replicas.leader_for_write(name, index)
                         if (
                             acks == -1
                             and len(partition.isr) < partition.settings.min_insync_replicas
@@ -93,7 +98,7 @@ class ProduceHandler:
                         "log_start_offset": partition.log_start_offset,
                     }
                     out_parts.append(entry)
-                    entries.append((partition, entry))
+                    entries.append((partition, partition.log_end_offset, entry))
         finally:
             committer = self.committer
             for partition in touched:
@@ -104,36 +109,10 @@ class ProduceHandler:
             return None
         response = {"topics": out_topics}
         if acks == -1 and entries:
-            release = _Release(conn, xid, response, entries)
-            if self.committer.after_durable(release):
-                return None
+            # Answered (now or later) by the acks=all purgatory.
+            replicas.acks.wait(conn, xid, response, entries, timeout_ms)
+            return None
         return response
-
-
-class _Release:
-    """Answers an acks=all produce once its fsync is done."""
-
-    __slots__ = ("conn", "entries", "response", "xid")
-
-    def __init__(
-        self,
-        conn: ClientConnection,
-        xid: int,
-        response: dict[str, Any],
-        entries: list[tuple[Partition, dict[str, Any]]],
-    ) -> None:
-        self.conn = conn
-        self.xid = xid
-        self.response = response
-        self.entries = entries
-
-    def __call__(self) -> None:
-        for partition, entry in self.entries:
-            if partition.failed:
-                entry["error_code"] = KafkaStorageError.code
-                entry["error_message"] = f"{partition.topic}-{partition.partition}: fsync failed"
-                entry["base_offset"] = -1
-        self.conn.respond(self.xid, self.response)
 
 
 def _error_entry(index: int, error: ServerError) -> dict[str, Any]:
