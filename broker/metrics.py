@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from client.observability import LATENCY_BUCKETS, CheckResult, Histogram, histogram_family
 from client.protocol import ApiKey
+from coordinator.client import ConnectionState
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -325,10 +326,10 @@ class BrokerCollector(Collector):
         led = under_replicated = under_min_isr = failed = 0
         for p in hosted:
             values = [p.topic, str(p.partition)]
-            log = p.log
-            if not log.closed:
-                size.add_metric(values, log.size_bytes())
-                segments.add_metric(values, len(log.segments))
+            # Read without the log's lock: never wait for a worker thread on the loop.
+            log_segments = list(p.log.segments)
+            size.add_metric(values, sum(segment.size for segment in log_segments))
+            segments.add_metric(values, len(log_segments))
             start.add_metric(values, p.log_start_offset)
             end.add_metric(values, p.log_end_offset)
             high.add_metric(values, p.high_watermark)
@@ -471,15 +472,15 @@ def broker_health(broker: Broker) -> CheckResult:
     cache = broker.cache
     me = broker.config.broker_id
     registered = me in cache.brokers
-    session = broker.zk.state.value
-    ok = broker.serving and registered and session != "LOST"
+    state = broker.zk.state
+    ok = broker.serving and registered and state is not ConnectionState.LOST
     return CheckResult(
         ok,
         {
             "broker_id": me,
             "port": broker.port,
             "registered": registered,
-            "session": session,
+            "session": state.value,
             "controller_id": cache.controller_id,
             "partitions": len(broker.replicas.partitions),
         },

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from client.accumulator import RecordFuture
     from client.admin import Admin
-    from client.async_admin import AsyncAdmin
+    from client.async_admin import (
+        AsyncAdmin,
+        GroupDescription,
+        GroupListing,
+        GroupOffset,
+        MemberDescription,
+    )
     from client.async_consumer import AsyncConsumer
     from client.async_producer import AsyncProducer
     from client.config import AdminConfig, ConsumerConfig, ProducerConfig
@@ -33,6 +39,13 @@ if TYPE_CHECKING:
         NoOffsetForPartitionError,
         RecordTooLargeError,
         ResponseTimeoutError,
+    )
+    from client.group_membership import (
+        CommitFailedError,
+        ConsumerGroupMetadata,
+        GroupMembershipError,
+        OffsetAndMetadata,
+        RebalanceListener,
     )
     from client.partitioner import murmur2, partition_for_key
     from client.producer import Producer
@@ -60,19 +73,28 @@ _EXPORTS: dict[str, str] = {
     "ClientError": "client.errors",
     "ClientTimeoutError": "client.errors",
     "ClusterDescription": "client.types",
+    "CommitFailedError": "client.group_membership",
     "ConfigEntry": "client.types",
     "Consumer": "client.consumer",
     "ConsumerConfig": "client.config",
+    "ConsumerGroupMetadata": "client.group_membership",
     "ConsumerRecord": "client.types",
     "DeliveryTimeoutError": "client.errors",
+    "GroupDescription": "client.async_admin",
+    "GroupListing": "client.async_admin",
+    "GroupMembershipError": "client.group_membership",
+    "GroupOffset": "client.async_admin",
     "IllegalStateError": "client.errors",
+    "MemberDescription": "client.async_admin",
     "MetadataTimeoutError": "client.errors",
     "NoBrokersAvailableError": "client.errors",
     "NoOffsetForPartitionError": "client.errors",
+    "OffsetAndMetadata": "client.group_membership",
     "OffsetAndTimestamp": "client.types",
     "PartitionInfo": "client.types",
     "Producer": "client.producer",
     "ProducerConfig": "client.config",
+    "RebalanceListener": "client.group_membership",
     "RecordFuture": "client.accumulator",
     "RecordMetadata": "client.types",
     "RecordTooLargeError": "client.errors",
@@ -105,19 +127,28 @@ __all__ = [
     "ClientError",
     "ClientTimeoutError",
     "ClusterDescription",
+    "CommitFailedError",
     "ConfigEntry",
     "Consumer",
     "ConsumerConfig",
+    "ConsumerGroupMetadata",
     "ConsumerRecord",
     "DeliveryTimeoutError",
+    "GroupDescription",
+    "GroupListing",
+    "GroupMembershipError",
+    "GroupOffset",
     "IllegalStateError",
+    "MemberDescription",
     "MetadataTimeoutError",
     "NoBrokersAvailableError",
     "NoOffsetForPartitionError",
+    "OffsetAndMetadata",
     "OffsetAndTimestamp",
     "PartitionInfo",
     "Producer",
     "ProducerConfig",
+    "RebalanceListener",
     "RecordFuture",
     "RecordMetadata",
     "RecordTooLargeError",

@@ -18,18 +18,44 @@ partition that has room in the buffer, so the next records are on their way
 while the current ones are processed. Records are decoded when ``poll`` hands
 them out.
 
-Assignment is manual (``assign``) for now. Consumer groups will plug in
-through ``_apply_assignment``: a group member calls it with each new
-assignment, and positions of partitions it keeps are preserved.
+Partitions come from ``assign`` (manual) or from a consumer group
+(``group_id`` and ``subscribe``)::
+
+    async with AsyncConsumer("127.0.0.1:9092", group_id="billing",
+                             auto_offset_reset="earliest") as consumer:
+        consumer.subscribe(["invoices"], listener=my_listener)
+        while True:
+            for record in await consumer.poll(timeout=1.0):
+                handle(record)
+            await consumer.commit()
+
+Group membership is ``client.group_membership.GroupMember``, run in the
+consumer's nursery over the consumer's connections. Its reconciliation task
+hands each assignment change to ``poll`` as a *rebalance step*, and ``poll``
+runs it before it hands out more records, as Kafka's consumer does:
+revocation (the listener's ``on_partitions_revoked``, an auto-commit, then the
+partitions and their prefetched records are dropped), assignment (positions
+from the committed offsets, else ``auto_offset_reset``; then
+``on_partitions_assigned``) or loss (``on_partitions_lost``, no commit). So
+callbacks run in the task that polls, a revoked partition's records are never
+returned after its revocation callback, and a callback may call the consumer
+(``commit``, ``seek``, ...). ``_apply_assignment`` stays the single place where
+the assignment changes.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import logging
+import math
+import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -38,10 +64,23 @@ from client.config import ConsumerConfig, build_config, parse_bootstrap
 from client.errors import (
     ClientClosedError,
     ClientTimeoutError,
+    IllegalStateError,
     NoBrokersAvailableError,
     ResponseTimeoutError,
 )
 from client.fetcher import EARLIEST, LATEST, FetchState
+from client.group_membership import (
+    ClusterTransport,
+    CommitFailedError,
+    ConsumerGroupMetadata,
+    CoordinatorLink,
+    GroupMember,
+    GroupMembershipError,
+    OffsetAndMetadata,
+    RebalanceListener,
+    commit_offsets,
+    fetch_committed,
+)
 from client.protocol import (
     CONSUMER_REPLICA_ID,
     EARLIEST_TIMESTAMP,
@@ -57,7 +96,7 @@ from client.types import (
     TopicPartition,
     as_topic_partition,
 )
-from client.wire import ConnectionLostError, ServerError
+from client.wire import ConnectionLostError, RivuletError, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +162,71 @@ async def list_offsets(
     return out
 
 
+RebalanceKind = Literal["revoked", "assigned", "lost"]
+#: Offsets to commit: a position per partition, as an int or with metadata.
+CommitOffsets = Mapping[TopicPartition, OffsetAndMetadata | int]
+#: ``commit_async`` callback: ``(offsets, error or None)``, a plain function or a coroutine.
+CommitCallback = Callable[
+    [dict[TopicPartition, OffsetAndMetadata], BaseException | None], Awaitable[None] | None
+]
+
+
+@dataclass(eq=False, slots=True)
+class RebalanceStep:
+    """One assignment change of a group member, waiting to be run by ``poll``.
+
+    ``kind`` says which listener callback it runs; ``committed`` holds the group's
+    committed offsets of assigned partitions (looked up before the step is queued)."""
+
+    kind: RebalanceKind
+    partitions: frozenset[TopicPartition]
+    committed: dict[TopicPartition, OffsetAndMetadata | None] = field(default_factory=dict)
+    callback: Callable[[set[TopicPartition]], Awaitable[None] | None] | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class _StepListener(RebalanceListener):
+    """The GroupMember's listener inside a consumer: every change becomes a step run by
+    ``poll``, and reconciliation waits until it ran."""
+
+    def __init__(self, consumer: AsyncConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, partitions: set[TopicPartition]) -> None:
+        await self._consumer._queue_step("revoked", partitions)
+
+    async def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None:
+        await self._consumer._queue_step("assigned", partitions)
+
+    async def on_partitions_lost(self, partitions: set[TopicPartition]) -> None:
+        await self._consumer._queue_step("lost", partitions)
+
+
+def _offsets_arg(offsets: CommitOffsets) -> dict[TopicPartition, OffsetAndMetadata]:
+    """Validated commit offsets (TypeError/ValueError before anything is sent)."""
+    if not isinstance(offsets, Mapping):
+        raise TypeError(f"offsets must be a mapping of TopicPartition to offsets, got {offsets!r}")
+    out: dict[TopicPartition, OffsetAndMetadata] = {}
+    for key, value in offsets.items():
+        tp = as_topic_partition(key)
+        om = value if isinstance(value, OffsetAndMetadata) else None
+        if om is None:
+            if type(value) is not int:
+                raise TypeError(f"offset of {tp} must be an int or OffsetAndMetadata: {value!r}")
+            om = OffsetAndMetadata(value)
+        if type(om.offset) is not int or om.offset < 0:
+            raise ValueError(f"offset of {tp} must be a non-negative int, got {om.offset!r}")
+        if not isinstance(om.metadata, str):
+            raise TypeError(f"commit metadata of {tp} must be a str, got {om.metadata!r}")
+        out[tp] = om
+    return out
+
+
 class AsyncConsumer:
-    """A trio consumer with manual assignment. Use ``async with`` (it runs its
-    fetch task in a nursery of its own), or ``await consumer.start(nursery)``
-    and ``await consumer.close()``."""
+    """A trio consumer: manual assignment (``assign``) or a consumer group
+    (``group_id=`` and ``subscribe``). Use ``async with`` (it runs its tasks in a
+    nursery of its own), or ``await consumer.start(nursery)`` and
+    ``await consumer.close()``. Not safe for concurrent ``poll`` calls."""
 
     def __init__(
         self,
@@ -164,6 +264,28 @@ class AsyncConsumer:
         self._closed = False
         self._failed: BaseException | None = None
         self._cancel = trio.CancelScope()
+        # New partitions' fetch generations start at a fresh multiple of 2**32, so an
+        # answer to a fetch sent before a partition was dropped and assigned again can
+        # never pass for a current one (seeks only add 1 to a generation).
+        self._generations = itertools.count(1)
+        # -- consumer group
+        self._group_id = cfg.group_id
+        self._transport = ClusterTransport(self.cluster)
+        self._link: CoordinatorLink | None = None
+        self._member: GroupMember | None = None
+        self._member_scope = trio.CancelScope()
+        self._member_done = trio.Event()
+        self._listener: RebalanceListener | None = None
+        self._subscription: tuple[tuple[str, ...] | None, str | None] | None = None
+        self._steps: deque[RebalanceStep] = deque()
+        self._group_changed = trio.Event()
+        self._group_error: GroupMembershipError | None = None
+        self._commit_lock = trio.Lock()
+        self._async_commits = 0
+        self._commits_idle = trio.Event()
+        self._commits_idle.set()
+        self._last_committed: dict[TopicPartition, int] = {}
+        self._next_auto_commit = math.inf
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -198,14 +320,35 @@ class AsyncConsumer:
             result: bool | None = await manager.__aexit__(exc_type, exc, tb)
         return result
 
-    async def close(self) -> None:
-        """Stop fetching and close every connection."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Leave the group if subscribed (revocation callbacks run here, then a final
+        commit with auto-commit, then the leave heartbeat; at most ``timeout``
+        seconds, default ``request_timeout_ms``), wait for ``commit_async`` commits,
+        stop fetching and close every connection. Idempotent. A revocation callback's
+        exception is raised once the consumer is closed."""
         if self._closed:
             return
-        self._closed = True
-        self._cancel.cancel()
-        self._data.set()
-        await self.cluster.aclose()
+        errors: list[Exception] = []
+        try:
+            if self._started and self._failed is None:
+                deadline = trio.current_time() + self._timeout(timeout)
+                if self._begin_leave(static=None):
+                    while (step := await self._leave_step(deadline)) is not None:
+                        try:
+                            await self._run_step(step)
+                        except Exception as exc:
+                            log.exception("a rebalance callback failed while closing")
+                            errors.append(exc)
+                await self._end_leave()
+                with trio.move_on_at(deadline):
+                    await self._commits_idle.wait()
+        finally:
+            self._closed = True
+            self._cancel.cancel()
+            self._data.set()
+            await self.cluster.aclose()
+        if errors:
+            raise errors[0]
 
     @property
     def closed(self) -> bool:
@@ -229,14 +372,26 @@ class AsyncConsumer:
         Partitions kept from the previous assignment keep their position."""
         if self._closed:
             raise ClientClosedError("the consumer is closed")
+        if self._subscription is not None:
+            raise IllegalStateError("the consumer is subscribed to a group; unsubscribe() first")
         tps = [as_topic_partition(tp) for tp in partitions]
         if len(set(tps)) != len(tps):
             raise ValueError("assign() got the same partition twice")
         self._apply_assignment(tps)
 
-    def _apply_assignment(self, tps: list[TopicPartition]) -> None:
-        """The single entry point for assignment changes (manual now, groups later)."""
+    def _apply_assignment(self, tps: Iterable[TopicPartition]) -> None:
+        """The single entry point for assignment changes (``assign`` and the group's
+        rebalance steps): kept partitions keep their position and buffered records,
+        dropped ones lose theirs, new ones start without a position."""
+        tps = list(tps)
+        before = self._state.partitions
         self._state.assign(tps)
+        for tp, st in self._state.partitions.items():
+            if tp not in before:
+                st.generation = next(self._generations) << 32
+        for tp in before:
+            if tp not in self._state.partitions:
+                self._last_committed.pop(tp, None)
         self.cluster.topics.update(tp.topic for tp in tps)
         self._wake.set()
 
@@ -245,7 +400,9 @@ class AsyncConsumer:
         return set(self._state.partitions)
 
     def unassign(self) -> None:
-        """Stop consuming every partition."""
+        """Stop consuming every partition (of a manual assignment)."""
+        if self._subscription is not None:
+            raise IllegalStateError("the consumer is subscribed to a group; use unsubscribe()")
         self._apply_assignment([])
 
     def seek(self, partition: TopicPartition | tuple[str, int], offset: int) -> None:
@@ -342,6 +499,417 @@ class AsyncConsumer:
         found = await list_offsets(self.cluster, req, self._timeout(timeout), self._retry_backoff)
         return {tp: v.offset for tp, v in found.items()}
 
+    # -- consumer group ---------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Iterable[str] | None = None,
+        *,
+        pattern: str | None = None,
+        listener: RebalanceListener | None = None,
+    ) -> None:
+        """Join the consumer group ``group_id`` to consume ``topics`` (names) or every
+        topic whose whole name matches ``pattern`` (a Python regular expression,
+        matched by the coordinator; internal topics never match).
+
+        The coordinator assigns the partitions; ``poll`` follows each change and runs
+        ``listener``'s callbacks (``on_partitions_revoked``, ``on_partitions_assigned``,
+        ``on_partitions_lost``; plain or async methods). Calling it again changes the
+        subscription (and the listener) without leaving the group. Raises
+        IllegalStateError without a ``group_id`` or while partitions are assigned
+        manually."""
+        self._check_open()
+        if self._group_id is None:
+            raise IllegalStateError("subscribe() needs a consumer group: set group_id")
+        if isinstance(topics, str):
+            raise TypeError("topics must be a list of topic names (or use pattern=...)")
+        if (topics is None) == (pattern is None):
+            raise ValueError("subscribe to a list of topics or to a pattern (one of the two)")
+        names: tuple[str, ...] | None = None
+        if topics is not None:
+            names = tuple(sorted(set(topics)))
+            if not names:
+                raise ValueError("no topics given (use unsubscribe() to leave the group)")
+            for name in names:
+                if not isinstance(name, str) or not name:
+                    raise ValueError(f"topic names must be non-empty strings, got {name!r}")
+        else:
+            if not isinstance(pattern, str) or not pattern:
+                raise ValueError(f"pattern must be a non-empty regular expression: {pattern!r}")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
+        if self._member is None and self._state.partitions:
+            raise IllegalStateError("partitions are assigned manually; unassign() first")
+        self._listener = listener
+        self._subscription = (names, pattern)
+        if names is not None:
+            self.cluster.topics.update(names)
+        member = self._member
+        if member is not None:
+            member.subscribe(names, pattern)
+            return
+        cfg = self.config
+        member = GroupMember(
+            self._transport,
+            self._group_id,
+            topics=names,
+            pattern=pattern,
+            listener=_StepListener(self),
+            instance_id=cfg.group_instance_id,
+            server_assignor=cfg.group_remote_assignor,
+            rebalance_timeout_ms=cfg.rebalance_timeout_ms,
+            client_id=cfg.client_id,
+            request_timeout=self._request_timeout,
+            retry_backoff=self._retry_backoff,
+            retry_backoff_max=cfg.retry_backoff_max_ms / 1000.0,
+        )
+        self._member = member
+        self._member_scope = trio.CancelScope()
+        self._member_done = trio.Event()
+        self._group_error = None
+        self._next_auto_commit = trio.current_time() + cfg.auto_commit_interval_ms / 1000.0
+        self._spawn(self._run_member, member, self._member_scope, self._member_done)
+
+    def subscription(self) -> set[str] | str | None:
+        """The subscribed topic names, or the pattern, or None when not subscribed."""
+        if self._subscription is None:
+            return None
+        names, pattern = self._subscription
+        return set(names) if names is not None else pattern
+
+    async def unsubscribe(self, timeout: float | None = None) -> None:
+        """Leave the group for good (revocation callbacks and the auto-commit run first)
+        and drop every partition, also a manual assignment."""
+        self._check_open()
+        deadline = trio.current_time() + self._timeout(timeout)
+        if self._begin_leave(static=False):
+            while (step := await self._leave_step(deadline)) is not None:
+                await self._run_step(step)
+        await self._end_leave()
+        self._apply_assignment([])
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """The consumer's group id, member id, member epoch and instance id."""
+        self._require_group()
+        member = self._member
+        return ConsumerGroupMetadata(
+            self._group_id or "",
+            member.member_id if member is not None else "",
+            member.member_epoch if member is not None else 0,
+            self.config.group_instance_id,
+        )
+
+    async def commit(
+        self, offsets: CommitOffsets | None = None, timeout: float | None = None
+    ) -> None:
+        """Commit offsets to the group and wait until they are durable.
+
+        Without ``offsets``: the position of every assigned partition, that is the
+        offset after the last record ``poll`` returned (or of a ``seek``). Otherwise
+        the given next-offsets to consume (ints or OffsetAndMetadata). A subscribed
+        consumer commits as a member (fenced members are refused); an assigned one
+        without membership, which the coordinator accepts only while the group has no
+        members. Raises CommitFailedError (e.g. the member was removed from the group,
+        or is rejoining), ClientTimeoutError, IllegalStateError without a group_id."""
+        self._check_open()
+        self._require_group()
+        wanted = self._consumed() if offsets is None else _offsets_arg(offsets)
+        if wanted:
+            await self._commit_now(wanted, self._timeout(timeout))
+
+    def commit_async(
+        self, offsets: CommitOffsets | None = None, callback: CommitCallback | None = None
+    ) -> None:
+        """Start a commit (as ``commit``) in the background and return at once.
+
+        Commits complete in the order they were started, and a later ``commit`` or
+        ``close`` waits for them. ``callback(offsets, error)`` runs when it is done
+        (``error`` None on success); without a callback a failure is logged."""
+        self._check_open()
+        self._require_group()
+        wanted = self._consumed() if offsets is None else _offsets_arg(offsets)
+        self._async_commits += 1
+        self._commits_idle = trio.Event()
+        self._spawn(self._commit_task, wanted, callback)
+
+    async def committed(
+        self, partitions: Iterable[TopicPartition | tuple[str, int]], timeout: float | None = None
+    ) -> dict[TopicPartition, OffsetAndMetadata | None]:
+        """The group's committed offsets of ``partitions`` (None where there is none)."""
+        self._check_open()
+        self._require_group()
+        tps = [as_topic_partition(p) for p in partitions]
+        try:
+            return await fetch_committed(self._group_link(), tps, timeout=self._timeout(timeout))
+        except trio.TooSlowError:
+            raise ClientTimeoutError(
+                f"the committed offsets of group {self._group_id} did not arrive in time"
+            ) from None
+
+    # -- consumer group: plumbing -----------------------------------------------------------
+
+    def _require_group(self) -> None:
+        if self._group_id is None:
+            raise IllegalStateError("this needs a consumer group: set group_id")
+
+    def _check_group(self) -> None:
+        if self._group_error is not None:
+            raise self._group_error
+
+    def _group_link(self) -> CoordinatorLink:
+        """A link to the group's coordinator for requests without membership."""
+        if self._link is None:
+            if self._group_id is None:
+                raise IllegalStateError("this needs a consumer group: set group_id")
+            self._link = CoordinatorLink(
+                self._transport,
+                self._group_id,
+                request_timeout=self._request_timeout,
+                retry_backoff=self._retry_backoff,
+                retry_backoff_max=self.config.retry_backoff_max_ms / 1000.0,
+            )
+        return self._link
+
+    def _signal_group(self) -> None:
+        changed, self._group_changed = self._group_changed, trio.Event()
+        changed.set()
+        self._data.set()
+
+    async def _run_member(
+        self, member: GroupMember, scope: trio.CancelScope, done: trio.Event
+    ) -> None:
+        try:
+            with scope:
+                await member.run()
+        except GroupMembershipError as exc:
+            log.error("consumer group %s: %s", self._group_id, exc)
+            if self._member is member:
+                self._group_error = exc
+                self._drop_group()
+        finally:
+            done.set()
+            self._signal_group()
+
+    def _drop_group(self) -> None:
+        """Forget the membership and its partitions (its pending steps are void)."""
+        self._member = None
+        self._subscription = None
+        self._listener = None
+        self._next_auto_commit = math.inf
+        while self._steps:
+            self._steps.popleft().done.set()
+        self._apply_assignment([])
+
+    async def _queue_step(self, kind: RebalanceKind, partitions: set[TopicPartition]) -> None:
+        """Called by the member's reconciliation task: hand the change to ``poll`` and
+        wait until it ran."""
+        committed: dict[TopicPartition, OffsetAndMetadata | None] = {}
+        if kind == "assigned":
+            committed = await self._committed_for(partitions)
+        step = RebalanceStep(kind, frozenset(partitions), committed)
+        self._steps.append(step)
+        self._signal_group()
+        await step.done.wait()
+
+    async def _committed_for(
+        self, partitions: set[TopicPartition]
+    ) -> dict[TopicPartition, OffsetAndMetadata | None]:
+        """The committed offsets of newly assigned partitions, retried until they come."""
+        failures = 0
+        while True:
+            try:
+                return await fetch_committed(
+                    self._group_link(), partitions, timeout=self._request_timeout
+                )
+            except (trio.TooSlowError, RivuletError) as exc:
+                failures += 1
+                log.warning(
+                    "group %s: fetching committed offsets failed (%r); retrying",
+                    self._group_id,
+                    exc,
+                )
+                backoff_max = self.config.retry_backoff_max_ms / 1000.0
+                await trio.sleep(min(backoff_max, self._retry_backoff * 2 ** (failures - 1)))
+
+    def _next_step(self) -> RebalanceStep | None:
+        """Take the next rebalance step and do its part before the callback."""
+        if not self._steps:
+            return None
+        step = self._steps.popleft()
+        listener = self._listener
+        if listener is not None:
+            step.callback = getattr(listener, f"on_partitions_{step.kind}")
+        if step.kind == "assigned":
+            self._apply_assignment([*self._state.partitions, *sorted(step.partitions)])
+            for tp in step.partitions:
+                committed = step.committed.get(tp)
+                if committed is not None:
+                    self._state.seek(tp, committed.offset)
+                    self._last_committed[tp] = committed.offset
+        return step
+
+    async def _run_step(self, step: RebalanceStep) -> None:
+        """Run a step's callback, then finish it (even if the callback failed or was
+        cancelled); the callback's exception is raised afterwards."""
+        error: Exception | None = None
+        try:
+            if step.callback is not None:
+                result = step.callback(set(step.partitions))
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as exc:
+            log.exception("group %s: on_partitions_%s failed", self._group_id, step.kind)
+            error = exc
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._finish_step(step)
+        if error is not None:
+            raise error
+
+    async def _finish_step(self, step: RebalanceStep) -> None:
+        """The part of a step after its callback: auto-commit and drop revoked
+        partitions, drop lost ones; then reconciliation carries on."""
+        try:
+            if step.kind == "revoked" and self.config.enable_auto_commit:
+                offsets = self._consumed(step.partitions, changed_only=True)
+                if offsets:
+                    try:
+                        with trio.move_on_after(self._request_timeout):
+                            await self._commit_now(offsets, self._request_timeout)
+                    except (CommitFailedError, ClientTimeoutError) as exc:
+                        log.warning(
+                            "group %s: commit before revocation failed: %s", self._group_id, exc
+                        )
+            if step.kind != "assigned":
+                self._apply_assignment(
+                    [tp for tp in self._state.partitions if tp not in step.partitions]
+                )
+        finally:
+            step.done.set()
+
+    def _consumed(
+        self, partitions: Iterable[TopicPartition] | None = None, *, changed_only: bool = False
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Positions of assigned partitions (all, or of ``partitions``): what ``poll``
+        returned, never what is only prefetched. ``changed_only`` leaves out those
+        already committed at that position."""
+        wanted = None if partitions is None else set(partitions)
+        out: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, st in self._state.partitions.items():
+            if st.position is None or (wanted is not None and tp not in wanted):
+                continue
+            if changed_only and self._last_committed.get(tp) == st.position:
+                continue
+            out[tp] = OffsetAndMetadata(st.position)
+        return out
+
+    def _maybe_auto_commit(self) -> None:
+        """From ``poll``: start an auto-commit of what earlier polls returned, when due."""
+        member = self._member
+        if not self.config.enable_auto_commit or member is None:
+            return
+        now = trio.current_time()
+        if now < self._next_auto_commit or not member.membership.is_member:
+            return
+        self._next_auto_commit = now + self.config.auto_commit_interval_ms / 1000.0
+        offsets = self._consumed(changed_only=True)
+        if offsets:
+            self._async_commits += 1
+            self._commits_idle = trio.Event()
+            self._spawn(self._commit_task, offsets, None, member)
+
+    async def _commit_now(
+        self,
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+        timeout: float,
+        member: GroupMember | None = None,
+    ) -> None:
+        """Commit (in order with every other commit of this consumer): as ``member``
+        (or the current member), or without membership when not subscribed."""
+        async with self._commit_lock:
+            member = member or self._member
+            try:
+                if member is not None:
+                    await member.commit(offsets, timeout=timeout)
+                elif self._subscription is None:
+                    await commit_offsets(self._group_link(), offsets, timeout=timeout)
+                else:
+                    raise CommitFailedError(f"group {self._group_id}: not a member right now", {})
+            except trio.TooSlowError:
+                raise ClientTimeoutError(
+                    f"group {self._group_id}: the commit did not complete in {timeout}s"
+                ) from None
+            for tp, om in offsets.items():
+                if tp in self._state.partitions:
+                    self._last_committed[tp] = om.offset
+
+    async def _commit_task(
+        self,
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+        callback: CommitCallback | None,
+        member: GroupMember | None = None,
+    ) -> None:
+        """A background commit (``commit_async`` or auto-commit); never raises."""
+        error: BaseException | None = None
+        try:
+            if member is not None and member is not self._member:
+                return  # an auto-commit of a membership that has ended meanwhile
+            await self._commit_now(offsets, self._request_timeout, member)
+        except (RivuletError, ClientClosedError) as exc:
+            error = exc
+        finally:
+            self._async_commits -= 1
+            if self._async_commits == 0:
+                self._commits_idle.set()
+        if callback is None:
+            if error is not None:
+                log.warning("group %s: background commit failed: %s", self._group_id, error)
+            return
+        try:
+            result = callback(offsets, error)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("group %s: commit callback failed", self._group_id)
+
+    def _begin_leave(self, static: bool | None) -> bool:
+        """Start leaving the group; whether there is a membership to wind down."""
+        member = self._member
+        if member is None or self._member_done.is_set():
+            return False
+        member.begin_leave(static=static)
+        return True
+
+    async def _leave_step(self, deadline: float) -> RebalanceStep | None:
+        """While leaving: the next step to run (prepared), or None once the member has
+        stopped (or ``deadline``, trio time, passed)."""
+        while True:
+            step = self._next_step()
+            if step is not None:
+                return step
+            if self._member_done.is_set() or trio.current_time() >= deadline:
+                return None
+            changed = self._group_changed
+            with trio.move_on_at(deadline):
+                await changed.wait()
+
+    async def _leave_step_within(self, timeout: float) -> RebalanceStep | None:
+        """``_leave_step`` with a relative time limit (for the blocking consumer)."""
+        return await self._leave_step(trio.current_time() + timeout)
+
+    async def _end_leave(self) -> None:
+        """After leaving (or giving up on it): stop the member, forget the group."""
+        if self._member is None:
+            self._subscription = None
+            self._listener = None
+            return
+        if not self._member_done.is_set():
+            self._member_scope.cancel()
+            await self._member_done.wait()
+        self._drop_group()
+
     # -- polling ----------------------------------------------------------------------------
 
     async def poll(
@@ -351,14 +919,44 @@ class AsyncConsumer:
 
         Returns at most ``max_records`` (default ``max_poll_records``); an empty
         list on timeout. Raises fetch errors (e.g. OffsetOutOfRangeError with
-        ``auto_offset_reset="none"``, CorruptRecordError)."""
+        ``auto_offset_reset="none"``, CorruptRecordError).
+
+        In a group, ``poll`` first runs the pending rebalance steps (the listener's
+        callbacks; an exception of one is raised here once its step completed) and
+        auto-commits when ``auto_commit_interval_ms`` has passed; a fatal group error
+        (e.g. FENCED_INSTANCE_ID) raises GroupMembershipError."""
+        max_records = self._poll_args(timeout, max_records)
+        deadline = trio.current_time() + timeout
+        while True:
+            step = await self._poll_step(max(0.0, deadline - trio.current_time()), max_records)
+            if isinstance(step, RebalanceStep):
+                await self._run_step(step)
+                continue
+            return step
+
+    def _poll_args(self, timeout: float, max_records: int | None) -> int:
         self._check_open()
-        if max_records is None:
-            max_records = self.config.max_poll_records
-        elif type(max_records) is not int or max_records < 1:
-            raise ValueError(f"max_records must be a positive int, got {max_records!r}")
         if timeout < 0:
             raise ValueError("timeout must be >= 0")
+        if max_records is None:
+            return self.config.max_poll_records
+        if type(max_records) is not int or max_records < 1:
+            raise ValueError(f"max_records must be a positive int, got {max_records!r}")
+        return max_records
+
+    async def _poll_step(
+        self, timeout: float, max_records: int
+    ) -> list[ConsumerRecord] | RebalanceStep:
+        """One step of ``poll``: the next rebalance step (prepared; the caller runs its
+        callback, then ``_finish_step``), or records (an empty list after ``timeout``)."""
+        if timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        self._check_open()
+        step = self._next_step()
+        if step is not None:
+            return step
+        self._check_group()
+        self._maybe_auto_commit()
         deadline = trio.current_time() + timeout
         while True:
             self._data = trio.Event()
@@ -367,6 +965,10 @@ class AsyncConsumer:
                 await trio.lowlevel.checkpoint()
                 return records
             self._check_open()
+            step = self._next_step()
+            if step is not None:
+                return step
+            self._check_group()
             if trio.current_time() >= deadline:
                 await trio.lowlevel.checkpoint()
                 return []

@@ -219,9 +219,36 @@ class ConsumerConfig(CommonConfig):
     value_deserializer: str | Deserializer | None = None
     #: Ask the broker to create a topic when its metadata is first requested.
     allow_auto_topic_creation: bool = False
+    #: The consumer group to join with ``subscribe`` and to commit offsets for (None: no
+    #: group; only ``assign`` works).
+    group_id: str | None = None
+    #: Static membership: a stable id of this consumer instance. A restart with the same
+    #: id within the group session timeout gets the old assignment back, with no rebalance.
+    group_instance_id: str | None = None
+    #: Commit the positions of what ``poll`` returned every ``auto_commit_interval_ms``,
+    #: before partitions are revoked, and on ``close``.
+    enable_auto_commit: bool = True
+    #: How often auto-commit commits (from within ``poll``).
+    auto_commit_interval_ms: int = 5_000
+    #: The assignor the coordinator should use for the group: "uniform" or "range"
+    #: (None: the broker's default, uniform).
+    group_remote_assignor: str | None = None
+    #: How long the group waits for this member to give up revoked partitions (their
+    #: ``on_partitions_revoked`` callbacks run in ``poll``) before removing it.
+    rebalance_timeout_ms: int = 300_000
 
     def __post_init__(self) -> None:
         CommonConfig.__post_init__(self)
+        for name in ("group_id", "group_instance_id", "group_remote_assignor"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name} must be None or a non-empty str, got {value!r}")
+        if self.group_instance_id is not None and self.group_id is None:
+            raise ValueError("group_instance_id needs a group_id")
+        if not isinstance(self.enable_auto_commit, bool):
+            raise TypeError("enable_auto_commit must be a bool")
+        _check_int("auto_commit_interval_ms", self.auto_commit_interval_ms, 1)
+        _check_int("rebalance_timeout_ms", self.rebalance_timeout_ms, 1)
         if self.auto_offset_reset not in AUTO_OFFSET_RESET:
             raise ValueError(
                 f"auto_offset_reset must be one of {AUTO_OFFSET_RESET}, "

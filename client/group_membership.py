@@ -53,7 +53,8 @@ from typing import Any, NamedTuple, Protocol
 
 import trio
 
-from client.errors import ClientError, ResponseTimeoutError
+from client.cluster import Cluster
+from client.errors import ClientError, NoBrokersAvailableError, ResponseTimeoutError
 from client.protocol import (
     ERRORS,
     ApiKey,
@@ -108,8 +109,20 @@ class OffsetAndMetadata(NamedTuple):
     leader_epoch: int = -1
 
 
+class ConsumerGroupMetadata(NamedTuple):
+    """Who a consumer is in its group right now (``Consumer.group_metadata()``):
+    ``member_id`` is "" and ``member_epoch`` 0 until it has joined."""
+
+    group_id: str
+    member_id: str
+    member_epoch: int
+    group_instance_id: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CoordinatorNode:
+    """The broker that coordinates a group."""
+
     node_id: int
     host: str
     port: int
@@ -324,6 +337,11 @@ class Membership:
         sent = self._in_flight
         self._in_flight = None
         self._failures = 0
+        if self.state is MemberState.LEAVING and not self.member_id:
+            # It left while its join was in flight: learn who it became, to say goodbye.
+            self.member_id = payload["member_id"]
+            self.member_epoch = payload["member_epoch"]
+            return None
         if self.state not in (MemberState.JOINING, MemberState.STABLE, MemberState.RECONCILING):
             return None  # fenced or leaving meanwhile: this answer no longer matters
         self.member_id = payload["member_id"]
@@ -417,10 +435,15 @@ class Membership:
         return None
 
     def action_done(self, action: RebalanceAction, now: float) -> None:
-        """The callbacks of ``action`` ran: the owned partitions change accordingly."""
+        """The callbacks of ``action`` ran: the owned partitions change accordingly.
+
+        Partitions whose assign callback ran are owned until a revoke or lose callback
+        ran for them, even if the target moved (or the member was fenced or started
+        leaving) meanwhile: the next action then takes them away again, so the owner's
+        view (what it consumes) and ``owned`` never differ."""
         if isinstance(action, Assign):
-            if self.state in (MemberState.STABLE, MemberState.RECONCILING):
-                self.owned = self.owned | (action.partitions & self.target)
+            if self.state is not MemberState.LEFT:
+                self.owned = self.owned | action.partitions
         else:
             self.owned = self.owned - action.partitions
         if self.state is MemberState.FENCED and not self.owned:
@@ -444,7 +467,7 @@ class Membership:
         self._static_leave = self.instance_id is not None if static is None else static
         if self._static_leave and self.instance_id is None:
             raise ValueError("only a member with an instance id can leave statically")
-        if self.member_epoch == JOIN_EPOCH and not self.member_id:
+        if self.member_epoch == JOIN_EPOCH and not self.member_id and self._in_flight is None:
             self.state = MemberState.LEFT
             self.owned = frozenset()
             return
@@ -454,7 +477,8 @@ class Membership:
 
     @property
     def ready_to_leave(self) -> bool:
-        return self.state is MemberState.LEAVING and not self.owned
+        """Leaving, with every partition given up and no heartbeat awaiting its answer."""
+        return self.state is MemberState.LEAVING and not self.owned and self._in_flight is None
 
     def build_leave(self) -> dict[str, Any] | None:
         """The leave heartbeat (None if the coordinator never knew this member)."""
@@ -613,24 +637,28 @@ class ChannelTransport:
         return await channel.call(api, 0, payload)
 
 
-class ClusterLike(Protocol):
-    async def call_any(self, api: int, payload: Any) -> Any: ...
-
-    async def call(self, node_id: int, api: int, payload: Any) -> Any: ...
-
-
 class ClusterTransport:
-    """A GroupTransport over a client connection manager with ``call_any(api, payload)``
-    and ``call(node_id, api, payload)`` (the consumer's ``client.cluster.Cluster``)."""
+    """A GroupTransport over a client's ``client.cluster.Cluster`` (its connections are
+    shared with fetches and admin calls). A coordinator the cluster metadata does not
+    list yet is looked up with a metadata refresh; an unreachable cluster raises
+    ConnectionLostError, which the driver retries."""
 
-    def __init__(self, cluster: ClusterLike) -> None:
+    def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
 
     async def call_any(self, api: int, payload: dict[str, Any]) -> Any:
-        return await self.cluster.call_any(api, payload)
+        try:
+            return await self.cluster.call_any(api, payload)
+        except NoBrokersAvailableError as exc:
+            raise ConnectionLostError(str(exc)) from exc
 
     async def call_node(self, node: CoordinatorNode, api: int, payload: dict[str, Any]) -> Any:
-        return await self.cluster.call(node.node_id, api, payload)
+        try:
+            if node.node_id not in self.cluster.metadata.brokers:
+                await self.cluster.refresh()
+            return await self.cluster.call(node.node_id, api, payload)
+        except NoBrokersAvailableError as exc:
+            raise ConnectionLostError(str(exc)) from exc
 
 
 class CoordinatorLink:
@@ -845,10 +873,19 @@ class GroupMember:
         if self.membership.state is MemberState.FATAL:
             raise self._fatal()
 
-    async def leave(self, *, static: bool | None = None, timeout: float | None = None) -> None:
-        """Revoke the owned partitions (callbacks run), tell the coordinator, stop ``run()``."""
+    @property
+    def running(self) -> bool:
+        """Whether ``run()`` is running."""
+        return self._running
+
+    def begin_leave(self, *, static: bool | None = None) -> None:
+        """Start leaving (as ``leave``) without waiting for it to complete."""
         self.membership.leave(static=static)
         self._notify()
+
+    async def leave(self, *, static: bool | None = None, timeout: float | None = None) -> None:
+        """Revoke the owned partitions (callbacks run), tell the coordinator, stop ``run()``."""
+        self.begin_leave(static=static)
         if self._running:
             with trio.move_on_after(math.inf if timeout is None else timeout):
                 await self._stopped.wait()

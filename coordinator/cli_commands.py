@@ -238,6 +238,7 @@ def format_server_stat(info: dict[str, Any]) -> list[str]:
         f"Coordinator version: {info.get('version')}",
         f"Latency min/avg/max: {num('latency_min_ms')}/{num('latency_avg_ms')}/"
         f"{num('latency_max_ms')} ms",
+        f"Connections: {num('connection_count')}",
         f"Outstanding: {num('outstanding_requests')}",
         f"Zxid: 0x{zxid:x}" if isinstance(zxid, int) else f"Zxid: {zxid}",
         f"Node count: {num('node_count')}",

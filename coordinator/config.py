@@ -71,9 +71,17 @@ class CoordinatorConfig:
     log_level: str = "INFO"
     """Python logging level of the server."""
 
+    log_json: bool = False
+    """Log JSON lines (ts, level, logger, message and any extra fields) instead of text."""
+
+    metrics_port: int = -1
+    """HTTP port of /metrics (Prometheus) and /health at ``host``; 0: a free one, -1: off."""
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be -1 (off) or 0..65535, got {self.metrics_port}")
         if not 0 < self.min_session_timeout_ms <= self.max_session_timeout_ms:
             raise ConfigError("need 0 < min_session_timeout_ms <= max_session_timeout_ms")
         for name in (

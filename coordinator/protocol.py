@@ -37,8 +37,9 @@ SET_WATCHES     {last_zxid, data: [path], exist: [path], child: [path],
                 sent after a reconnect: the server re-registers them and fires
                 at once those whose condition changed after last_zxid
 SERVER_STAT     {} -> {version, last_zxid, node_count, ephemeral_count,
-                 session_count, watch_count, outstanding_requests,
+                 session_count, connection_count, watch_count, outstanding_requests,
                  latency_min_ms, latency_avg_ms, latency_max_ms, uptime_s, data_dir}
+                the same figures as the metrics (coordinator.metrics)
 
 Every successful response map also carries ``zxid``: the last zxid applied
 when it was answered (ZooKeeper's ReplyHeader.zxid), so a client always knows

@@ -3,6 +3,10 @@
 Every CoordinatorConfig field is also a flag (``--max-data-bytes`` for
 ``max_data_bytes``, ``--fsync/--no-fsync`` for booleans); flags override the
 ``--config`` TOML file, which overrides the defaults.
+
+With ``--metrics-port`` the process also serves /metrics and /health over HTTP
+(client.observability) and prints ``metrics listening on HOST:PORT`` after its
+ready line; ``--log-json`` turns the log into JSON lines.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import trio
 
+from client.observability import Observability, configure_logging
 from coordinator.config import ConfigError, CoordinatorConfig, field_docs, field_type
 from coordinator.server import serve
 from coordinator.txnlog import TxnLogError
@@ -58,18 +63,28 @@ def config_from_args(args: argparse.Namespace) -> CoordinatorConfig:
 
 
 async def _main(config: CoordinatorConfig) -> None:
+    observe = Observability() if config.metrics_port >= 0 else None
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(_serve, config)
+            metrics_port: int | None = None
+            if observe is not None:
+                # Listening before recovery, so /health answers 503 while the log opens.
+                endpoint = observe.server(config.host, config.metrics_port)
+                metrics_port = await nursery.start(endpoint.run)
+            port = await nursery.start(_serve, config, observe)
             print(f"coordinator listening on {config.host}:{port}", flush=True)
+            if metrics_port is not None:
+                print(f"metrics listening on {config.host}:{metrics_port}", flush=True)
             async for signum in signals:
                 logger.info("received %s; shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
 
 
-async def _serve(config: CoordinatorConfig, *, task_status: trio.TaskStatus[int]) -> None:
-    await serve(config, task_status=task_status)
+async def _serve(
+    config: CoordinatorConfig, observe: Observability | None, *, task_status: trio.TaskStatus[int]
+) -> None:
+    await serve(config, observe=observe, task_status=task_status)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,11 +94,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"coordinator serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_json)
     try:
         trio.run(_main, config)
     except (OSError, TxnLogError, ValueError, ExceptionGroup) as exc:

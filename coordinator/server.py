@@ -34,6 +34,7 @@ from typing import Any
 import msgpack
 import trio
 
+from client.observability import CheckResult, Observability
 from client.wire import (
     FramedConnection,
     FrameTooLargeError,
@@ -57,6 +58,7 @@ from coordinator.errors import (
     SessionRequiredError,
     TooManyRequestsError,
 )
+from coordinator.metrics import UNKNOWN_API, CoordinatorCollector, CoordinatorMetrics, facts
 from coordinator.paths import validate_path
 from coordinator.protocol import API_VERSIONS, SERVER_VERSION, Api, WatchMode
 from coordinator.sessions import SessionLimits, SessionTracker
@@ -107,8 +109,8 @@ class Connection:
         self.framed = framed
         self.peer = peer
         self.session_id = 0
-        # (zxid tag, frame, receive time or -1.0 for pushes), released in order.
-        self.pending: deque[tuple[int, bytes, float]] = deque()
+        # (zxid tag, frame, receive time or -1.0 for pushes, api), released in order.
+        self.pending: deque[tuple[int, bytes, float, int]] = deque()
         self.read_scope = trio.CancelScope()
         # closing: handle no more requests; close_requested: close once pending is flushed.
         self.closing = False
@@ -116,28 +118,6 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.peer} session={self.session_id:#x}>"
-
-
-class _Latency:
-    __slots__ = ("count", "max_ms", "min_ms", "total_ms")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total_ms = 0.0
-        self.min_ms = 0.0
-        self.max_ms = 0.0
-
-    def record(self, ms: float) -> None:
-        if self.count == 0 or ms < self.min_ms:
-            self.min_ms = ms
-        if ms > self.max_ms:
-            self.max_ms = ms
-        self.count += 1
-        self.total_ms += ms
-
-    @property
-    def avg_ms(self) -> float:
-        return self.total_ms / self.count if self.count else 0.0
 
 
 def _wall_ms() -> int:
@@ -157,7 +137,8 @@ class CoordinatorServer:
         self.snapshots = SnapshotStore(config.snapshot_dir, keep=config.snapshot_keep)
         self.durable_zxid = 0
         self.outstanding = 0
-        self.latency = _Latency()
+        self.metrics = CoordinatorMetrics()
+        self.port = 0
         self.connections: set[Connection] = set()
         self.session_conn: dict[int, Connection] = {}
         self._waiting: set[Connection] = set()
@@ -169,7 +150,7 @@ class CoordinatorServer:
         self._thread_syncing = False
         self._log_failure: OSError | TxnLogError | None = None
         self._nursery: trio.Nursery | None = None
-        self._started = time.monotonic()
+        self.started = time.monotonic()
         self._handlers: dict[int, Callable[[Connection, Payload], dict[str, Any]]] = {
             int(Api.CONNECT): self._connect,
             int(Api.CLOSE_SESSION): self._close_session,
@@ -270,6 +251,7 @@ class CoordinatorServer:
         port = int(listeners[0].socket.getsockname()[1])
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.port = port
             nursery.start_soon(self._committer)
             nursery.start_soon(self._ticker)
             await nursery.start(trio.serve_listeners, self._handle_stream, listeners)
@@ -279,6 +261,23 @@ class CoordinatorServer:
     @staticmethod
     def _mono_ms() -> int:
         return time.monotonic_ns() // 1_000_000
+
+    @property
+    def serving(self) -> bool:
+        """The log is open and the server listens."""
+        return self.log is not None and self.port != 0 and self._log_failure is None
+
+    def health(self) -> CheckResult:
+        """The ``/health`` check (see coordinator.metrics for the names of the figures)."""
+        return CheckResult(
+            self.serving,
+            {
+                "port": self.port,
+                "last_zxid": self.machine.last_zxid,
+                "znode_count": len(self.machine.tree),
+                "global_sessions": len(self.machine.sessions),
+            },
+        )
 
     # ------------------------------------------------------------ durability
 
@@ -298,10 +297,12 @@ class CoordinatorServer:
                 await trio.lowlevel.checkpoint()
                 continue
             self._thread_syncing = True
+            started = time.perf_counter()
             try:
                 durable = await trio.to_thread.run_sync(log.sync)
             finally:
                 self._thread_syncing = False
+            self.metrics.fsync.observe(time.perf_counter() - started)
             self._made_durable(durable)
 
     def _sync_inline(self) -> bool:
@@ -314,12 +315,14 @@ class CoordinatorServer:
             return True
         if self.config.fsync and waiting > self.config.inline_fsync_max_txns:
             return False
+        started = time.perf_counter()
         try:
             durable = log.sync()
         except (OSError, TxnLogError) as exc:
             self._log_failure = exc
             self._commit_lot.unpark()
             return True
+        self.metrics.fsync.observe(time.perf_counter() - started)
         self._made_durable(durable)
         return True
 
@@ -333,16 +336,16 @@ class CoordinatorServer:
         durable = self.durable_zxid
         done: list[Connection] = []
         now = time.perf_counter()
-        latency = self.latency
+        request_done = self.metrics.request_done
         for conn in self._waiting:
             pending = conn.pending
             send = conn.framed.send
             while pending and pending[0][0] <= durable:
-                _, frame, received = pending.popleft()
+                _, frame, received, api = pending.popleft()
                 send(frame)
                 if received >= 0.0:
                     self.outstanding -= 1
-                    latency.record((now - received) * 1000.0)
+                    request_done(api, now - received)
             if not pending:
                 done.append(conn)
         for conn in done:
@@ -350,24 +353,31 @@ class CoordinatorServer:
             if conn.close_requested:
                 conn.read_scope.cancel()
 
-    def _enqueue(self, conn: Connection, tag: int, frame: bytes, received: float) -> None:
+    def _enqueue(self, conn: Connection, tag: int, frame: bytes, received: float, api: int) -> None:
         if not conn.pending and tag <= self.durable_zxid:
             conn.framed.send(frame)
             if received >= 0.0:
-                self.latency.record((time.perf_counter() - received) * 1000.0)
+                self.metrics.request_done(api, time.perf_counter() - received)
             return
-        conn.pending.append((tag, frame, received))
+        conn.pending.append((tag, frame, received, api))
         if received >= 0.0:
             self.outstanding += 1
         self._waiting.add(conn)
 
     def _respond(
-        self, conn: Connection, xid: int, code: int, payload: Any, received: float
+        self,
+        conn: Connection,
+        xid: int,
+        code: int,
+        payload: Any,
+        received: float,
+        api: int = UNKNOWN_API,
     ) -> None:
-        self._enqueue(conn, self.machine.last_zxid, encode_response(xid, code, payload), received)
+        frame = encode_response(xid, code, payload)
+        self._enqueue(conn, self.machine.last_zxid, frame, received, api)
 
     def _push(self, conn: Connection, event: dict[str, Any], tag: int) -> None:
-        self._enqueue(conn, tag, encode_push(event), -1.0)
+        self._enqueue(conn, tag, encode_push(event), -1.0, UNKNOWN_API)
 
     def _request_close(self, conn: Connection) -> None:
         """Handle no more requests; close once everything queued has been sent."""
@@ -403,16 +413,21 @@ class CoordinatorServer:
         self._txns_since_snapshot = 0
         zxid = self.machine.last_zxid
         # Serialised here, between requests, so the image is exactly the state at zxid.
+        started = time.perf_counter()
         image = self._snapshot_bytes()
+        serialize_seconds = time.perf_counter() - started
         self.log.roll()
-        self._nursery.start_soon(self._finish_snapshot, zxid, image)
+        self._nursery.start_soon(self._finish_snapshot, zxid, image, serialize_seconds)
 
-    async def _finish_snapshot(self, zxid: int, image: bytes) -> None:
+    async def _finish_snapshot(self, zxid: int, image: bytes, serialize_seconds: float) -> None:
         try:
             # A snapshot must never hold a txn the log could still lose.
             while self.durable_zxid < zxid:
                 await self._durable_lot.park()
+            started = time.perf_counter()
             await trio.to_thread.run_sync(self.snapshots.write, zxid, image)
+            self.metrics.snapshot.observe(serialize_seconds + time.perf_counter() - started)
+            self.metrics.snapshot_bytes = len(image)
             self._snapshot_zxid = max(self._snapshot_zxid, zxid)
             oldest = await trio.to_thread.run_sync(self.snapshots.purge)
             log = self.log
@@ -560,15 +575,15 @@ class CoordinatorServer:
                 )
             result = handler(conn, Payload(request.payload))
         except ServerError as exc:
-            self._respond(conn, xid, exc.code, exc.message, received)
+            self._respond(conn, xid, exc.code, exc.message, received, api)
             return
         except Exception:
             logger.exception("handler for api %s failed (xid %d, %r)", api, xid, conn)
             error = InternalServerError("internal error; see the server log")
-            self._respond(conn, xid, error.code, error.message, received)
+            self._respond(conn, xid, error.code, error.message, received, api)
             return
         result["zxid"] = self.machine.last_zxid
-        self._respond(conn, xid, 0, result, received)
+        self._respond(conn, xid, 0, result, received, api)
         if conn.close_requested and not conn.closing:
             # CLOSE_SESSION: the response first, then the push, then the close.
             self._push(conn, {"type": "session", "state": "closed"}, self.machine.last_zxid)
@@ -723,19 +738,22 @@ class CoordinatorServer:
         return {}
 
     def _server_stat(self, conn: Connection, p: Payload) -> dict[str, Any]:
-        latency = self.latency
+        # The same figures as the metrics (coordinator.metrics), under stat's names.
+        now = facts(self)
+        lo, avg, hi = self.metrics.latency_ms()
         return {
             "version": SERVER_VERSION,
-            "last_zxid": self.machine.last_zxid,
-            "node_count": len(self.machine.tree),
-            "ephemeral_count": self.machine.tree.ephemeral_count,
-            "session_count": len(self.machine.sessions),
-            "watch_count": len(self.watches),
-            "outstanding_requests": self.outstanding,
-            "latency_min_ms": latency.min_ms,
-            "latency_avg_ms": latency.avg_ms,
-            "latency_max_ms": latency.max_ms,
-            "uptime_s": time.monotonic() - self._started,
+            "last_zxid": now["last_zxid"],
+            "node_count": now["znode_count"],
+            "ephemeral_count": now["ephemerals_count"],
+            "session_count": now["global_sessions"],
+            "connection_count": now["num_alive_connections"],
+            "watch_count": now["watch_count"],
+            "outstanding_requests": now["outstanding_requests"],
+            "latency_min_ms": lo,
+            "latency_avg_ms": avg,
+            "latency_max_ms": hi,
+            "uptime_s": now["uptime_seconds"],
             "data_dir": str(self.config.data_dir),
         }
 
@@ -777,15 +795,24 @@ def _multi_op(raw: Any) -> Op:
 
 
 async def serve(
-    config: CoordinatorConfig, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    config: CoordinatorConfig,
+    *,
+    observe: Observability | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a coordinator until cancelled; ``task_status.started(port)`` once it listens.
 
     Recovery runs first (in a worker thread); on cancellation the server writes a
-    final snapshot and closes its log before returning.
+    final snapshot and closes its log before returning. With ``observe``, the
+    server's metrics go into its registry (once recovered) and its health check
+    ``coordinator`` into its checks (at once: unavailable until it serves).
     """
     server = CoordinatorServer(config)
+    if observe is not None:
+        observe.health.add("coordinator", server.health)
     await trio.to_thread.run_sync(server.open)
+    if observe is not None:
+        observe.registry.register(CoordinatorCollector(server))
     try:
         await server.run(task_status)
     finally:

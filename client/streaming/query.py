@@ -4,7 +4,7 @@ loop) and async (a task in the caller's trio nursery).
 Both expose Spark's ``StreamingQuery`` surface: ``id``, ``run_id``, ``name``,
 ``status``, ``last_progress``, ``recent_progress``, ``is_active``,
 ``exception``, ``stop()``, ``await_termination()``, ``process_all_available()``
-and listeners.
+and listeners — plus ``export_metrics`` (Prometheus, client.streaming.metrics).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 import trio
+from prometheus_client.registry import CollectorRegistry
 
 from client.streaming.engine import MicroBatchEngine, StreamingQueryListener
 from client.streaming.errors import StreamingQueryError
+from client.streaming.metrics import StreamingMetrics
 from client.streaming.progress import QueryProgress, QueryStatus
 
 
@@ -75,6 +77,15 @@ class _QueryView:
 
     def remove_listener(self, listener: StreamingQueryListener) -> None:
         self._engine.listeners.remove(listener)
+
+    def export_metrics(self, registry: CollectorRegistry | None = None) -> StreamingMetrics:
+        """Export this query's progress as Prometheus metrics in ``registry`` (default:
+        prometheus_client's global one) from the next batch on; see
+        client.streaming.metrics. Returns the registry's ``StreamingMetrics``."""
+        metrics = StreamingMetrics.for_registry(registry)
+        if metrics not in self._engine.listeners:
+            self._engine.listeners.append(metrics)
+        return metrics
 
 
 class StreamingQuery(_QueryView):

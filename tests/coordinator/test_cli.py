@@ -79,6 +79,7 @@ def test_server_stat(coordinator_server: ServerProcess) -> None:
     assert keys == [
         "Coordinator version",
         "Latency min/avg/max",
+        "Connections",
         "Outstanding",
         "Zxid",
         "Node count",
