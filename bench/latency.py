@@ -49,7 +49,10 @@ def _consume_child(address: str, topic: str, start: int, n: int, conn: Connectio
     conn.close()
 
 
-def measure_one(address: str, topic: str, acks: int | str, seconds: float) -> dict[str, float]:
+def measure_one(
+    address: str, topic: str, acks: int | str, seconds: float
+) -> tuple[dict[str, float], list[float], list[float]]:
+    """Figures, plus the raw ack and end-to-end latencies (ms) for the CDFs."""
     n = int(RATE * seconds)
     ack_ms: list[float] = []
     pad = b"p" * (VALUE_SIZE - _STAMP.size)
@@ -76,14 +79,18 @@ def measure_one(address: str, topic: str, acks: int | str, seconds: float) -> di
         producer.flush()
         e2e_ms: list[float] = parent.recv() if parent.poll(120) else []
         reader.join(30)
-    return {
-        "ack_p50": percentile(ack_ms, 50),
-        "ack_p99": percentile(ack_ms, 99),
-        "e2e_p50": percentile(e2e_ms, 50) if e2e_ms else float("nan"),
-        "e2e_p99": percentile(e2e_ms, 99) if e2e_ms else float("nan"),
-        "received": float(len(e2e_ms)),
-        "sent": float(n),
-    }
+    return (
+        {
+            "ack_p50": percentile(ack_ms, 50),
+            "ack_p99": percentile(ack_ms, 99),
+            "e2e_p50": percentile(e2e_ms, 50) if e2e_ms else float("nan"),
+            "e2e_p99": percentile(e2e_ms, 99) if e2e_ms else float("nan"),
+            "received": float(len(e2e_ms)),
+            "sent": float(n),
+        },
+        ack_ms,
+        e2e_ms,
+    )
 
 
 def measure(address: str, quick: bool) -> list[Result]:
@@ -94,11 +101,12 @@ def measure(address: str, quick: bool) -> list[Result]:
             admin.create_topic(f"latency-{acks}", partitions=1)
     for acks in (1, "all"):
         progress(f"{RATE:,} records/s for {seconds:.0f}s, acks={acks}")
-        figures = measure_one(address, f"latency-{acks}", acks, seconds)
+        figures, ack_ms, e2e_ms = measure_one(address, f"latency-{acks}", acks, seconds)
         if figures["received"] < figures["sent"]:
             raise RuntimeError(f"only {figures['received']:.0f} of {figures['sent']:.0f} arrived")
+        cdf = {"ack_p50": ack_ms, "e2e_p50": e2e_ms}
         for name in ("ack_p50", "ack_p99", "e2e_p50", "e2e_p99"):
-            out.append(result(f"acks_{acks}_{name}", figures[name], "ms"))
+            out.append(result(f"acks_{acks}_{name}", figures[name], "ms", samples=cdf.get(name)))
     return out
 
 
