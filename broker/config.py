@@ -9,15 +9,13 @@ that ``broker serve`` runs when no ``coordinator`` address is given.
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
 import socket
-import tomllib
-from dataclasses import MISSING, dataclass, fields, replace
-from functools import cache
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from client import config_schema
+from client.config_schema import ConfigError as ConfigError
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -27,10 +25,6 @@ DAY_MS = 24 * HOUR_MS
 
 FLUSH_POLICIES = ("group_commit", "interval")
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
-
-
-class ConfigError(ValueError):
-    """A configuration file or value that cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,30 +276,16 @@ class BrokerConfig:
     @classmethod
     def from_mapping(cls, values: dict[str, Any], *, source: str = "config") -> BrokerConfig:
         """Build from plain values (TOML types); unknown keys and wrong types are errors."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; "
-                f"known keys: {', '.join(sorted(known))}"
-            )
-        converted = {name: _convert(name, value, source) for name, value in values.items()}
-        return cls(**converted)
+        return config_schema.from_mapping(cls, values, source=source)
 
     def with_overrides(self, overrides: dict[str, Any]) -> BrokerConfig:
         """A copy with the given (already typed) fields replaced; None values are ignored."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        return config_schema.with_overrides(self, overrides)
 
 
 def load_toml(path: Path) -> tuple[BrokerConfig, dict[str, Any]]:
     """Read a TOML file: the broker config and the ``[embedded_coordinator]`` table."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data = config_schema.read_toml(path)
     embedded = data.pop("embedded_coordinator", {})
     if not isinstance(embedded, dict):
         raise ConfigError(f"{path}: embedded_coordinator must be a table")
@@ -329,56 +309,19 @@ def parse_hosts(value: str) -> list[tuple[str, int]]:
     return out
 
 
-_TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool, "Path": Path}
-
-
 def field_type(name: str) -> type:
-    """The Python type of a config field (annotations are strings here)."""
-    for f in fields(BrokerConfig):
-        if f.name == name:
-            return _TYPES[str(f.type)]
-    raise KeyError(name)
+    """The Python type of a config field."""
+    return config_schema.field_type(BrokerConfig, name)
 
 
-def _convert(name: str, value: Any, source: str) -> Any:
-    kind = field_type(name)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if type(value) is not int:
-            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
-    return Path(value) if kind is Path else value
-
-
-@cache
 def field_docs() -> dict[str, str]:
     """Field name -> its docstring (one paragraph), read from this module's source."""
-    tree = ast.parse(inspect.getsource(BrokerConfig))
-    body = tree.body[0]
-    docs: dict[str, str] = {}
-    if not isinstance(body, ast.ClassDef):
-        return docs
-    items = body.body
-    for item, nxt in itertools.pairwise(items):
-        if (
-            isinstance(item, ast.AnnAssign)
-            and isinstance(item.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[item.target.id] = " ".join(nxt.value.value.split())
-    return docs
+    return config_schema.field_docs(BrokerConfig)
 
 
 def defaults() -> dict[str, Any]:
     """Field name -> default value."""
-    return {f.name: f.default for f in fields(BrokerConfig) if f.default is not MISSING}
+    return config_schema.defaults(BrokerConfig)
 
 
 def _render_default(value: Any) -> str:

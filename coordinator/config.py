@@ -8,18 +8,14 @@ command-line flags override the file.
 
 from __future__ import annotations
 
-import ast
-import inspect
-import itertools
-import tomllib
-from dataclasses import MISSING, dataclass, fields, replace
-from functools import cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from client import config_schema
+from client.config_schema import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration file or value that cannot be used."""
+__all__ = ["ConfigError", "CoordinatorConfig", "defaults", "field_docs", "field_type"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,31 +110,12 @@ class CoordinatorConfig:
     @classmethod
     def from_mapping(cls, values: dict[str, Any], *, source: str = "config") -> CoordinatorConfig:
         """Build from plain values (TOML types); unknown keys and wrong types are errors."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; "
-                f"known keys: {', '.join(sorted(known))}"
-            )
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            converted[name] = _convert(name, field_type(name), value, source)
-        try:
-            return cls(**converted)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        return config_schema.from_mapping(cls, values, source=source)
 
     @classmethod
     def from_toml(cls, path: Path) -> CoordinatorConfig:
         """Read a TOML file; its keys may sit at top level or under ``[coordinator]``."""
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        data = config_schema.read_toml(path)
         section = data.get("coordinator")
         if isinstance(section, dict) and len(data) == 1:
             data = section
@@ -146,55 +123,19 @@ class CoordinatorConfig:
 
     def with_overrides(self, overrides: dict[str, Any]) -> CoordinatorConfig:
         """A copy with the given (already typed) fields replaced; None values are ignored."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-
-_TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool, "Path": Path}
+        return config_schema.with_overrides(self, overrides)
 
 
 def field_type(name: str) -> type:
-    """The Python type of a config field (annotations are strings here)."""
-    for f in fields(CoordinatorConfig):
-        if f.name == name:
-            return _TYPES[str(f.type)]
-    raise KeyError(name)
+    """The Python type of a config field."""
+    return config_schema.field_type(CoordinatorConfig, name)
 
 
-def _convert(name: str, kind: type, value: Any, source: str) -> Any:
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if type(value) is not int:
-            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
-    return Path(value) if kind is Path else value
-
-
-@cache
 def field_docs() -> dict[str, str]:
     """Field name -> its docstring, read from this module's source."""
-    tree = ast.parse(inspect.getsource(CoordinatorConfig))
-    body = tree.body[0]
-    docs: dict[str, str] = {}
-    if not isinstance(body, ast.ClassDef):
-        return docs
-    items = body.body
-    for item, nxt in itertools.pairwise(items):
-        if (
-            isinstance(item, ast.AnnAssign)
-            and isinstance(item.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[item.target.id] = nxt.value.value.strip()
-    return docs
+    return config_schema.field_docs(CoordinatorConfig)
 
 
 def defaults() -> dict[str, Any]:
     """Field name -> default value."""
-    return {f.name: f.default for f in fields(CoordinatorConfig) if f.default is not MISSING}
+    return config_schema.defaults(CoordinatorConfig)
