@@ -109,7 +109,7 @@ class WatchStream:
         raise TimeoutError(f"no watch event within {timeout}s")
 
 
-class AsyncTransaction:
+class AsyncTransaction(TransactionBuilder):
     """A MULTI request under construction: every op succeeds or none is applied.
 
     ``await t.commit()`` returns one result per op (created path, Stat of a
@@ -120,52 +120,13 @@ class AsyncTransaction:
     """
 
     def __init__(self, client: AsyncCoordinatorClient) -> None:
+        super().__init__()
         self._client = client
-        self._builder = TransactionBuilder()
-
-    def check(self, path: str, version: int) -> AsyncTransaction:
-        """Require ``path`` to be at ``version``."""
-        self._builder.check(path, version)
-        return self
-
-    def create(
-        self,
-        path: str,
-        data: bytes = b"",
-        *,
-        ephemeral: bool = False,
-        sequential: bool = False,
-        make_parents: bool = False,
-        container: bool = False,
-        ttl: float | None = None,
-    ) -> AsyncTransaction:
-        """Create a node (same arguments as ``create``)."""
-        self._builder.create(
-            path,
-            data,
-            ephemeral=ephemeral,
-            sequential=sequential,
-            make_parents=make_parents,
-            container=container,
-            ttl=ttl,
-        )
-        return self
-
-    def set_data(self, path: str, data: bytes, version: int = -1) -> AsyncTransaction:
-        """Replace a node's data (optionally only at ``version``)."""
-        self._builder.set_data(path, data, version)
-        return self
-
-    def delete(self, path: str, version: int = -1) -> AsyncTransaction:
-        """Delete a node (optionally only at ``version``)."""
-        self._builder.delete(path, version)
-        return self
 
     async def commit(self) -> list[TransactionResult]:
         """Send the transaction; see the class docstring for the results."""
-        payload = self._builder.payload()
-        response = await self._client._call(Api.MULTI, payload)
-        return self._builder.results(response)
+        response = await self._client._call(Api.MULTI, self.payload())
+        return self.results(response)
 
     async def __aenter__(self) -> AsyncTransaction:
         return self

@@ -24,7 +24,7 @@ import trio
 from coordinator.client.async_client import AsyncCoordinatorClient, AsyncTransaction
 from coordinator.client.connection_state import ConnectionState
 from coordinator.client.retry import RetryPolicy
-from coordinator.client.transaction import TransactionResult, first_error
+from coordinator.client.transaction import TransactionBuilder, TransactionResult, first_error
 from coordinator.client.watch_registry import Watcher
 from coordinator.errors import NotConnectedError
 from coordinator.protocol import Stat
@@ -45,7 +45,7 @@ def _check_sync_callable(fn: object, what: str) -> None:
         raise TypeError(f"{what} of the blocking client must be a plain function, not async")
 
 
-class Transaction:
+class Transaction(TransactionBuilder):
     """A MULTI request of the blocking client; see AsyncTransaction.
 
     ``commit()`` returns one result per op, or exception instances on failure;
@@ -54,46 +54,10 @@ class Transaction:
     """
 
     def __init__(self, client: CoordinatorClient, inner: AsyncTransaction) -> None:
+        super().__init__()
         self._client = client
         self._inner = inner
-
-    def check(self, path: str, version: int) -> Transaction:
-        """Require ``path`` to be at ``version``."""
-        self._inner.check(path, version)
-        return self
-
-    def create(
-        self,
-        path: str,
-        data: bytes = b"",
-        *,
-        ephemeral: bool = False,
-        sequential: bool = False,
-        make_parents: bool = False,
-        container: bool = False,
-        ttl: float | None = None,
-    ) -> Transaction:
-        """Create a node (same arguments as ``CoordinatorClient.create``)."""
-        self._inner.create(
-            path,
-            data,
-            ephemeral=ephemeral,
-            sequential=sequential,
-            make_parents=make_parents,
-            container=container,
-            ttl=ttl,
-        )
-        return self
-
-    def set_data(self, path: str, data: bytes, version: int = -1) -> Transaction:
-        """Replace a node's data (optionally only at ``version``)."""
-        self._inner.set_data(path, data, version)
-        return self
-
-    def delete(self, path: str, version: int = -1) -> Transaction:
-        """Delete a node (optionally only at ``version``)."""
-        self._inner.delete(path, version)
-        return self
+        self.ops = inner.ops  # one op list: the ops added here are the ones inner sends
 
     def commit(self) -> list[TransactionResult]:
         """Send the transaction: created path / Stat / True per op, or the errors."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from coordinator.client.requests import (
     check_data,
@@ -29,9 +29,10 @@ class TransactionBuilder:
         self.ops: list[list[Any]] = []
         self.committed = False
 
-    def check(self, path: str, version: int) -> None:
-        """Add a version check."""
+    def check(self, path: str, version: int) -> Self:
+        """Require ``path`` to be at ``version``."""
         self.ops.append(["check", {"path": check_path(path), "version": check_version(version)}])
+        return self
 
     def create(
         self,
@@ -43,8 +44,8 @@ class TransactionBuilder:
         make_parents: bool = False,
         container: bool = False,
         ttl: float | None = None,
-    ) -> None:
-        """Add a create (arguments as the client's ``create``)."""
+    ) -> Self:
+        """Create a node (same arguments as the client's ``create``)."""
         self.ops.append(
             [
                 "create",
@@ -59,9 +60,10 @@ class TransactionBuilder:
                 ),
             ]
         )
+        return self
 
-    def set_data(self, path: str, data: bytes, version: int = -1) -> None:
-        """Add a data replacement."""
+    def set_data(self, path: str, data: bytes, version: int = -1) -> Self:
+        """Replace a node's data (optionally only at ``version``)."""
         self.ops.append(
             [
                 "set",
@@ -72,10 +74,12 @@ class TransactionBuilder:
                 },
             ]
         )
+        return self
 
-    def delete(self, path: str, version: int = -1) -> None:
-        """Add a delete."""
+    def delete(self, path: str, version: int = -1) -> Self:
+        """Delete a node (optionally only at ``version``)."""
         self.ops.append(["delete", {"path": check_path(path), "version": check_version(version)}])
+        return self
 
     def payload(self) -> dict[str, Any]:
         """The MULTI request; a transaction commits once."""
