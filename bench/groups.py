@@ -179,14 +179,15 @@ def rebalance_time(
 
 
 class _PauseUntilGo(RebalanceListener):
-    """Keeps assigned partitions paused until the parent says go."""
+    """Keeps assigned partitions paused until the consumer starts counting (callbacks
+    run in poll, in the thread that sets ``started``)."""
 
-    def __init__(self, consumer: Consumer, go: threading.Event) -> None:
+    def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
-        self.go = go
+        self.started = False
 
     def on_partitions_assigned(self, partitions: set[TopicPartition]) -> None:
-        if not self.go.is_set():
+        if not self.started:
             self.consumer.pause(*partitions)
 
 
@@ -205,10 +206,13 @@ def child(bootstrap: str, group: str, topic: str) -> int:
 
     threading.Thread(target=read_stdin, daemon=True).start()
     with Consumer(bootstrap, group_id=group, **CONSUMER_SETTINGS) as consumer:  # type: ignore[arg-type]
-        consumer.subscribe([topic], listener=_PauseUntilGo(consumer, go))
+        listener = _PauseUntilGo(consumer)
+        consumer.subscribe([topic], listener=listener)
         print("joined", flush=True)
         while not go.is_set() and not done.is_set():
-            consumer.poll(timeout=0.05)
+            if consumer.poll(timeout=0.05):
+                raise RuntimeError("records arrived before the start")
+        listener.started = True
         consumer.resume(*consumer.assignment())
         count = 0
         while not done.is_set():

@@ -683,7 +683,10 @@ class AsyncConsumer:
         try:
             with scope:
                 await member.run()
-        except GroupMembershipError as exc:
+        except RivuletError as exc:
+            if not isinstance(exc, GroupMembershipError):
+                cause = exc if isinstance(exc, ServerError) else None
+                exc = GroupMembershipError(f"group {self._group_id}: {exc}", cause)
             log.error("consumer group %s: %s", self._group_id, exc)
             if self._member is member:
                 self._group_error = exc

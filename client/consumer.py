@@ -277,7 +277,7 @@ class Consumer:
         (at most ``max_records``, default ``max_poll_records``). In a group, pending
         rebalance callbacks and ``commit_async`` callbacks run here first (see
         ``AsyncConsumer.poll``)."""
-        count = self._io.run_sync(self._async._poll_args, timeout, max_records)
+        count = self._async._poll_args(timeout, max_records)  # only checks: no hop needed
         deadline = time.monotonic() + timeout
         while True:
             self._run_commit_callbacks()
