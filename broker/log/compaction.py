@@ -83,13 +83,21 @@ def _survivor_batch(rec: DecodedRecord, src: bytes | memoryview, index: int) -> 
 
 
 def clean_log(lg: Log, now_ms: int) -> int:
-    """Compact the non-active segments of ``lg`` once; return the bytes freed."""
+    """Compact the non-active segments of ``lg`` below its high watermark once; return the
+    bytes freed."""
     if not lg.config.compact:
         return 0
     cache = lg.file_cache
     with lg._lock:
         lg._check_open()
-        candidates: list[Segment] = list(lg.segments[:-1])
+        # Only segments wholly below the high watermark (Kafka cleans below the last
+        # stable offset): records above it may still be truncated away, and cleaning
+        # older versions of a key against them would then lose the key altogether.
+        hw = lg.high_watermark
+        segs = lg.segments
+        candidates: list[Segment] = [
+            s for s, nxt in zip(segs, segs[1:], strict=False) if nxt.base_offset <= hw
+        ]
         if not candidates:
             return 0
         gen = lg.generation

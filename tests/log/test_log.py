@@ -273,6 +273,9 @@ def test_compaction(tmp_path: Path) -> None:
 
     before = keyed()
     active_base = lg.segments[-1].base_offset
+    assert lg.compact(now_ms=10**6) == 0  # nothing is committed yet: nothing is cleanable
+    assert keyed() == before
+    lg.high_watermark = lg.log_end_offset
     freed = lg.compact(now_ms=10**6)
     assert freed > 0
     after = keyed()
@@ -290,6 +293,19 @@ def test_compaction(tmp_path: Path) -> None:
     lg.close()
     lg = open_log(tmp_path, cfg)
     assert keyed() == after
+
+
+def test_compaction_never_cleans_against_uncommitted_records(tmp_path: Path) -> None:
+    cfg = LogConfig(segment_bytes=300, flush="never", cleanup_policy="compact")
+    lg = open_log(tmp_path, cfg)
+    lg.append(batch(b"old", key=b"k"), 0, 0)
+    lg.roll(0)
+    lg.high_watermark = lg.log_end_offset
+    lg.append(batch(b"new", key=b"k"), 0, 0)  # not committed: may still be truncated
+    lg.roll(0)
+    lg.compact(now_ms=0)
+    lg.truncate_to(1)
+    assert [v for _, v in read_all(lg)] == [b"old"]
 
 
 def test_interrupted_compaction_swap_recovers(tmp_path: Path) -> None:

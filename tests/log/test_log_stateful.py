@@ -34,6 +34,7 @@ class LogMachine(RuleBasedStateMachine):
         self.model: list[Rec] = []
         self.leo = 0
         self.start = 0
+        self.hw = 0
         self.counter = 0
 
     def teardown(self) -> None:
@@ -96,11 +97,19 @@ class LogMachine(RuleBasedStateMachine):
         assert self.log.log_start_offset >= self.start
         self.start = self.log.log_start_offset
         self.model = [r for r in self.model if r[0] >= self.start]
+        self.hw = max(self.hw, self.start)
+
+    @rule()
+    def commit(self) -> None:
+        # As replication does: the high watermark moves up to a batch boundary.
+        self.log.high_watermark = self.leo
+        self.hw = self.log.high_watermark
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())
     def truncate(self, data: st.DataObject) -> None:
-        off = data.draw(st.integers(self.start, self.leo))
+        # Replicas truncate only what is not committed (above the high watermark).
+        off = data.draw(st.integers(max(self.start, self.hw), self.leo))
         self.log.truncate_to(off)
         # Whole batches go: the log may end before ``off``; the model follows the log.
         assert self.log.log_end_offset <= max(off, self.start)
@@ -109,13 +118,15 @@ class LogMachine(RuleBasedStateMachine):
 
     @rule()
     def compact(self) -> None:
-        active = self.log.segments[-1].base_offset
+        # Cleanable: the non-active segments that lie wholly below the high watermark.
+        bases = [s.base_offset for s in self.log.segments[1:]]
+        end = max([b for b in bases if b <= self.log.high_watermark], default=0)
         self.log.compact(now_ms=0)
         newest: dict[bytes, int] = {}
         for o, k, _ in self.model:
-            if o < active:
+            if o < end:
                 newest[k] = o
-        self.model = [r for r in self.model if r[0] >= active or newest[r[1]] == r[0]]
+        self.model = [r for r in self.model if r[0] >= end or newest[r[1]] == r[0]]
 
     @rule(clean=st.booleans())
     def reopen(self, clean: bool) -> None:
@@ -124,6 +135,8 @@ class LogMachine(RuleBasedStateMachine):
         else:
             self.log.abandon()
         self.log = Log.open(self.tmp, "t", 0, CFG, self.cache)
+        # The broker restores the high watermark from its checkpoint.
+        self.log.high_watermark = self.hw
 
     @invariant()
     def matches_model(self) -> None:
