@@ -13,6 +13,7 @@ surviving record, each with its original offset.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -96,7 +97,7 @@ def clean_log(lg: Log, now_ms: int) -> int:
         hw = lg.high_watermark
         segs = lg.segments
         candidates: list[Segment] = [
-            s for s, nxt in zip(segs, segs[1:], strict=False) if nxt.base_offset <= hw
+            s for s, nxt in itertools.pairwise(segs) if nxt.base_offset <= hw
         ]
         if not candidates:
             return 0
