@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from types import TracebackType
 
 import trio
 
@@ -90,6 +91,7 @@ class AsyncHold:
         self._cancel_on_suspend = cancel_on_suspend
         self._holding = Holding()
         self._scopes: list[trio.CancelScope] = []
+        self._blocks: list[trio.CancelScope] = []
 
     @property
     def state(self) -> HoldState:
@@ -98,6 +100,28 @@ class AsyncHold:
     @property
     def is_held(self) -> bool:
         return self._holding.is_held
+
+    def enter_block(self) -> None:
+        """Start an ``async with`` body: a cancel scope that the hold cancels on loss."""
+        scope = trio.CancelScope()
+        scope.__enter__()
+        self._blocks.append(scope)
+        self.add_scope(scope)
+
+    def exit_block(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> tuple[bool, HoldState | None]:
+        """End the innermost body (before releasing): whether its exception was
+        swallowed, and the hold's state if it was lost while the body ran."""
+        scope = self._blocks.pop()
+        self.remove_scope(scope)
+        swallowed = bool(scope.__exit__(exc_type, exc, tb))
+        state = self._holding.state
+        lost = scope.cancelled_caught or (state is HoldState.LOST and exc_type is None)
+        return swallowed, state if lost else None
 
     def acquired(self, session_id: int) -> None:
         self._holding.acquired(session_id, self._client.state in _CONNECTED)

@@ -232,7 +232,6 @@ class AsyncLeaderElection:
         self._core = MutexCore(path, CANDIDATE_PREFIX, encode_participant(self.identifier, data))
         self._hold = AsyncHold(client, on_lost, f"leadership of {path}", cancel_on_suspend)
         self._campaigning = trio.Lock()
-        self._scopes: list[trio.CancelScope] = []
 
     @property
     def is_leader(self) -> bool:
@@ -309,10 +308,7 @@ class AsyncLeaderElection:
 
     async def __aenter__(self) -> AsyncLeaderElection:
         await self.campaign()
-        scope = trio.CancelScope()
-        scope.__enter__()
-        self._scopes.append(scope)
-        self._hold.add_scope(scope)
+        self._hold.enter_block()
         return self
 
     async def __aexit__(
@@ -321,13 +317,10 @@ class AsyncLeaderElection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        scope = self._scopes.pop()
-        self._hold.remove_scope(scope)
-        swallowed = bool(scope.__exit__(exc_type, exc, tb))
-        state = self._hold.state
+        swallowed, lost = self._hold.exit_block(exc_type, exc, tb)
         await self.resign()
-        if scope.cancelled_caught or (state is HoldState.LOST and exc_type is None):
+        if lost is not None:
             raise LeadershipLostError(
-                f"{self.path}: leadership was {state.value} while leading", state
+                f"{self.path}: leadership was {lost.value} while leading", lost
             )
         return swallowed

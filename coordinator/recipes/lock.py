@@ -331,7 +331,6 @@ class _AsyncMutex:
         self._gate = trio.Semaphore(1)
         self._owner: object | None = None
         self._count = 0
-        self._scopes: list[trio.CancelScope] = []
 
     @property
     def is_acquired(self) -> bool:
@@ -435,10 +434,7 @@ class _AsyncMutex:
 
     async def __aenter__(self) -> _AsyncMutex:
         await self.acquire()
-        scope = trio.CancelScope()
-        scope.__enter__()
-        self._scopes.append(scope)
-        self._hold.add_scope(scope)
+        self._hold.enter_block()
         return self
 
     async def __aexit__(
@@ -447,13 +443,10 @@ class _AsyncMutex:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        scope = self._scopes.pop()
-        self._hold.remove_scope(scope)
-        swallowed = bool(scope.__exit__(exc_type, exc, tb))
-        state = self._hold.state
+        swallowed, lost = self._hold.exit_block(exc_type, exc, tb)
         await self.release()
-        if scope.cancelled_caught or (state is HoldState.LOST and exc_type is None):
-            raise LockLostError(f"{self.path}: the lock was {state.value} while held", state)
+        if lost is not None:
+            raise LockLostError(f"{self.path}: the lock was {lost.value} while held", lost)
         return swallowed
 
 

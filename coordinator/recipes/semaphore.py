@@ -474,7 +474,6 @@ class AsyncSemaphore:
         self._core = SemaphoreCore(path, max_leases, encode_participant(self.identifier, data))
         self._hold = AsyncHold(client, on_lost, f"semaphore {path}", cancel_on_suspend)
         self._acquiring = trio.Lock()
-        self._scopes: list[trio.CancelScope] = []
 
     @property
     def max_leases(self) -> int | None:
@@ -587,10 +586,7 @@ class AsyncSemaphore:
 
     async def __aenter__(self) -> AsyncSemaphore:
         await self.acquire()
-        scope = trio.CancelScope()
-        scope.__enter__()
-        self._scopes.append(scope)
-        self._hold.add_scope(scope)
+        self._hold.enter_block()
         return self
 
     async def __aexit__(
@@ -599,11 +595,8 @@ class AsyncSemaphore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        scope = self._scopes.pop()
-        self._hold.remove_scope(scope)
-        swallowed = bool(scope.__exit__(exc_type, exc, tb))
-        state = self._hold.state
+        swallowed, lost = self._hold.exit_block(exc_type, exc, tb)
         await self.release(1)
-        if scope.cancelled_caught or (state is HoldState.LOST and exc_type is None):
-            raise LockLostError(f"{self.path}: the lease was {state.value} while held", state)
+        if lost is not None:
+            raise LockLostError(f"{self.path}: the lease was {lost.value} while held", lost)
         return swallowed
