@@ -22,7 +22,6 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from broker.controller_plan import (
-    NEW_NODE,
     Preferred,
     StateWrite,
     all_partitions,
@@ -34,6 +33,7 @@ from broker.metadata_cache import MetadataCache
 from broker.placement import assign_replicas
 from broker.replication.reassignment import Step, plan_reassignment
 from broker.znodes import NO_LEADER, BrokerRegistration, PartitionStateData, TopicAssignment
+from tests.controller_writes import apply_state_writes
 
 BROKERS = [0, 1, 2, 3]
 
@@ -58,20 +58,7 @@ class ClusterModel(RuleBasedStateMachine):
         self.cache.set_broker(broker, BrokerRegistration("h", 9000 + broker), self._next())
 
     def _apply(self, writes: list[StateWrite]) -> None:
-        for w in writes:
-            old = self.cache.partition(w.topic, w.partition)
-            if w.version == NEW_NODE:
-                assert old is None
-                version = 0
-            else:
-                assert old is not None and old.version == w.version
-                assert w.state.leader_epoch >= old.leader_epoch
-                if w.state.leader != old.leader:
-                    assert w.state.leader_epoch == old.leader_epoch + 1
-                    if w.state.leader != NO_LEADER:
-                        assert w.state.leader in old.isr, "unclean election"
-                version = w.version + 1
-            self.cache.set_state(w.topic, w.partition, w.state, version, self._next())
+        apply_state_writes(self.cache, writes, self._next)
 
     def _settle(self) -> None:
         self._apply(plan_states(self.cache, 1, self.cache.topics, None, self.stopping))
